@@ -1,0 +1,99 @@
+"""Build the Serve application from config.
+
+`serve run configs/serve.yaml` (import path `gateway.app:build`) and `gateway serve` both
+end here. Aliases are resolved once, here, to immutable versions: the slots load those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, cast
+
+from ray import serve
+from ray.serve import Application
+from ray.serve.deployment import Deployment
+
+from gateway.config import GatewayConfig, load_config, parse_config
+from gateway.ingress import Ingress
+from gateway.model_server import ModelServer
+from gateway.routing import Mode, RoutingTable
+from gateway.supervisor import get_or_create_supervisor
+from model_registry.errors import AliasNotFoundError
+from model_registry.refs import CHALLENGER, CHAMPION
+from model_registry.registry import ModelRegistry
+from model_registry.tracking import resolve_tracking_uri
+
+
+def initial_table(cfg: GatewayConfig, registry: ModelRegistry) -> RoutingTable:
+    """Champion in slot a, challenger (if the alias is set) in slot b."""
+    champion = registry.resolve(CHAMPION)
+    try:
+        challenger = registry.resolve(CHALLENGER)
+    except AliasNotFoundError:
+        challenger = None
+    if challenger is not None and challenger.version == champion.version:
+        challenger = None
+    return RoutingTable(
+        version=0, champion_slot="a", challenger_slot="b" if challenger else None,
+        challenger_weight=cfg.routing.challenger_weight if challenger else 0.0,
+        mode=Mode(cfg.routing.mode) if challenger else Mode.PINNED,
+        slot_models={"a": champion, "b": challenger},
+    )
+
+
+def build_app(cfg: GatewayConfig, tracking_uri: str | None = None) -> Application:
+    uri = resolve_tracking_uri(tracking_uri or cfg.model.tracking_uri)
+    registry = ModelRegistry(cfg.model.name, tracking_uri=uri)
+    table = initial_table(cfg, registry)
+    cfg.admin_token()  # fail here, in the caller's terminal, rather than in a replica
+    get_or_create_supervisor(cfg.control.supervisor_name, cfg.control.namespace, table)
+    raw_cfg = dataclasses.asdict(cfg)
+    raw_table = table.to_dict()
+    slots = cfg.slots
+    slot_opts: dict[str, Any] = {
+        "num_replicas": slots.num_replicas,
+        "max_ongoing_requests": slots.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": slots.num_cpus, "num_gpus": slots.num_gpus},
+        "health_check_timeout_s": slots.health_check_timeout_s,
+        "graceful_shutdown_timeout_s": 5,
+    }
+    slot_dep = cast(Deployment, serve.deployment(ModelServer))
+    slot_a = slot_dep.options(name="slot_a", **slot_opts).bind("a", raw_cfg, uri, raw_table)
+    slot_b = slot_dep.options(name="slot_b", **slot_opts).bind("b", raw_cfg, uri, raw_table)
+    ing = cfg.ingress
+    ingress = cast(Deployment, serve.deployment(Ingress)).options(
+        name="ingress", num_replicas=ing.num_replicas,
+        max_ongoing_requests=ing.max_ongoing_requests,
+        # The admin token is read from the replica's environment (inherited from the process
+        # that started Ray), never passed in the deployment config the dashboard shows.
+        ray_actor_options={"num_cpus": ing.num_cpus},
+    )
+    return ingress.bind(raw_cfg, slot_a, slot_b, raw_table)
+
+
+def build(args: dict[str, Any]) -> Application:
+    """Serve's application builder: `args` may carry `config` (a path) or `config_dict`."""
+    if "config_dict" in args:
+        cfg = parse_config(args["config_dict"])
+    else:
+        cfg = load_config(args.get("config"))
+    return build_app(cfg, args.get("tracking_uri"))
+
+
+def deploy(cfg: GatewayConfig, tracking_uri: str | None = None) -> None:
+    """Start Serve's HTTP proxy on the configured address and run the gateway app on it."""
+    serve.start(http_options={"host": cfg.http.host, "port": cfg.http.port})
+    serve.run(build_app(cfg, tracking_uri), name=cfg.app_name, route_prefix="/")
+
+
+def teardown(cfg: GatewayConfig) -> None:
+    """Delete the app and its detached supervisor (it would otherwise outlive the app)."""
+    import ray
+
+    from gateway.supervisor import get_supervisor
+
+    serve.delete(cfg.app_name)
+    with contextlib.suppress(ValueError):  # already gone
+        ray.kill(get_supervisor(cfg.control.supervisor_name, cfg.control.namespace),
+                 no_restart=True)

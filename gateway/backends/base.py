@@ -1,0 +1,57 @@
+"""The Backend protocol and its factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.errors import ConfigError
+from model_registry.refs import ModelRef
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a backend returns for one request: JSON-ready outputs and a drift summary."""
+
+    outputs: Any
+    # A scalar summary of the outputs (their mean), fed to the output-drift guard.
+    output_summary: float | None = None
+    # A scalar summary of the inputs (their mean), fed to the input-drift guard.
+    input_summary: float | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+class Backend(Protocol):
+    """Serves one immutable model version inside a model-slot replica.
+
+    Contract:
+    - `load` loads `ref.uri` (`models:/name/version`, never an alias) and raises
+      `ModelLoadError` naming the version if it cannot.
+    - `health_check` runs a real inference on a synthetic input and raises `ModelLoadError`
+      if the model cannot answer it; a slot gets no traffic before it passes.
+    - `predict` raises `InputError` (a client error, never counted against the model) when
+      the inputs do not fit the model's signature, and any other exception when the model
+      itself fails.
+    """
+
+    name: str
+
+    def load(self, ref: ModelRef) -> None: ...
+
+    def health_check(self) -> None: ...
+
+    def predict(self, inputs: Any) -> Prediction: ...
+
+
+def make_backend(name: str, *, device: str = "cpu", max_batch: int = 1024) -> Backend:
+    """Build the backend called `name`; raises ConfigError on an unknown name."""
+    if name == "torch":
+        from gateway.backends.torch import TorchBackend
+
+        return TorchBackend(device=device, max_batch=max_batch)
+    if name == "pyfunc":
+        from gateway.backends.pyfunc import PyfuncBackend
+
+        return PyfuncBackend(max_batch=max_batch)
+    raise ConfigError(f"model.backend: unknown backend {name!r} (known: torch, pyfunc)")

@@ -1,0 +1,125 @@
+"""Typed gateway configuration, loaded from YAML (`configs/gateway.yaml`).
+
+Every section is a frozen dataclass; `load_config` rejects unknown keys and bad values with a
+`ConfigError` naming the dotted path, so a wrong setting fails at start, not mid-rollout.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from gateway.configschema import bounded, load
+from gateway.errors import ConfigError
+
+BackendName = Literal["auto", "torch", "pyfunc"]
+ModeName = Literal["split", "shadow", "pinned"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "champion-gateway-demo"
+    # None: MLFLOW_TRACKING_URI, else an embedded SQLite file under ./.gateway/
+    tracking_uri: str | None = None
+    # auto: torch for models with the pytorch flavour, else pyfunc
+    backend: BackendName = "auto"
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: int = bounded(8000, ge=1, le=65535)
+    max_body_bytes: int = bounded(1_048_576, ge=64)
+    max_batch: int = bounded(1024, ge=1)
+
+
+@dataclass(frozen=True)
+class DeploymentResources:
+    num_replicas: int = bounded(1, ge=1)
+    # Fractional CPUs: on a 2-core machine whole CPUs per replica would never schedule.
+    num_cpus: float = bounded(0.25, ge=0.0)
+    num_gpus: float = bounded(0.0, ge=0.0)
+    max_ongoing_requests: int = bounded(256, ge=1)
+
+
+@dataclass(frozen=True)
+class SlotsConfig(DeploymentResources):
+    health_check_timeout_s: float = bounded(60.0, gt=0.0)
+
+
+@dataclass(frozen=True)
+class TimeoutsConfig:
+    challenger_s: float = bounded(2.0, gt=0.0)
+    champion_s: float = bounded(10.0, gt=0.0)
+    shadow_s: float = bounded(5.0, gt=0.0)
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    mode: ModeName = "split"
+    challenger_weight: float = bounded(10.0, ge=0.0, le=100.0)
+    sticky_header: str = "x-gateway-key"
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    token_env: str = "GATEWAY_ADMIN_TOKEN"
+    # Only for local use: serve the admin API with no token at all.
+    allow_unauthenticated: bool = False
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    namespace: str = "champion_gateway"
+    supervisor_name: str = "champion-gateway-supervisor"
+    long_poll_timeout_s: float = bounded(30.0, gt=0.0)
+    flush_interval_s: float = bounded(0.1, gt=0.0)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    app_name: str = "champion-gateway"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    ingress: DeploymentResources = field(default_factory=DeploymentResources)
+    slots: SlotsConfig = field(default_factory=lambda: SlotsConfig(max_ongoing_requests=64))
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+
+    def admin_token(self) -> str | None:
+        """The admin token from the environment; raises if it is required and absent."""
+        token = os.environ.get(self.admin.token_env) or None
+        if token is None and not self.admin.allow_unauthenticated:
+            raise ConfigError(
+                f"admin.token_env: environment variable {self.admin.token_env} is not set; "
+                "set it, or set admin.allow_unauthenticated: true for local use only"
+            )
+        return token
+
+
+def parse_config(data: Any) -> GatewayConfig:
+    """Build a GatewayConfig from a plain mapping (e.g. parsed YAML)."""
+    return load(GatewayConfig, data)
+
+
+def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
+    """Load and validate a YAML file; None gives the embedded defaults."""
+    if path is None:
+        return GatewayConfig()
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p}: not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p}: invalid YAML: {exc}") from exc
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {p}: {exc}") from exc

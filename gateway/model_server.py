@@ -1,0 +1,134 @@
+"""A model slot: a Ray Serve deployment that serves one immutable model version.
+
+The slot loads the version the RoutingTable assigns to it (`models:/name/<version>`, never an
+alias), health-checks it before reporting ready, and swaps to a new assignment in the
+background when the table changes, so moving an MLflow alias never changes what a running
+slot serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from ray import serve
+
+from gateway.backends import Backend, make_backend
+from gateway.backends.common import flavors
+from gateway.config import GatewayConfig, parse_config
+from gateway.errors import InputError
+from gateway.routing import RoutingTable
+from gateway.supervisor import get_supervisor
+from gateway.tablewatch import TableWatcher
+from model_registry.refs import ModelRef
+
+log = logging.getLogger("champion_gateway.model_server")
+
+
+def choose_backend_name(configured: str, ref: ModelRef) -> str:
+    """`auto` serves models logged with mlflow.pytorch through torch, the rest through pyfunc."""
+    if configured != "auto":
+        return configured
+    return "torch" if "pytorch" in flavors(ref) else "pyfunc"
+
+
+def load_backend(cfg: GatewayConfig, ref: ModelRef) -> Backend:
+    """Load and health-check `ref`; raises ModelLoadError naming the version on failure."""
+    device = "cuda" if cfg.slots.num_gpus > 0 else "cpu"
+    backend = make_backend(choose_backend_name(cfg.model.backend, ref), device=device,
+                           max_batch=cfg.http.max_batch)
+    backend.load(ref)
+    backend.health_check()
+    return backend
+
+
+class ModelServer:
+    """One model slot (`a` or `b`). Replies are dicts, never exceptions, for bad input."""
+
+    async def __init__(  # type: ignore[misc]  # Serve supports async constructors
+            self, slot: str, config: dict[str, Any], tracking_uri: str,
+            initial_table: dict[str, Any]) -> None:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri)
+        self._slot = slot
+        self._cfg = parse_config(config)
+        self._replica_id = _replica_id()
+        self._ref: ModelRef | None = None
+        self._backend: Backend | None = None
+        self._error: str | None = None
+        table = RoutingTable.from_dict(initial_table)
+        self._sup = get_supervisor(self._cfg.control.supervisor_name, self._cfg.control.namespace)
+        self._watcher = TableWatcher(self._sup, table,
+                                     poll_timeout_s=self._cfg.control.long_poll_timeout_s,
+                                     on_change=self._on_table)
+        await self._assign(table.slot_models.get(slot), required=slot == table.champion_slot)
+        self._watcher.start()
+
+    async def _on_table(self, table: RoutingTable) -> None:
+        ref = table.slot_models.get(self._slot)
+        if ref != self._ref:
+            await self._assign(ref, required=False)
+
+    async def _assign(self, ref: ModelRef | None, *, required: bool) -> None:
+        if ref is None:
+            self._ref, self._backend, self._error = None, None, None
+            await self._report(healthy=True)
+            return
+        try:
+            backend = await asyncio.to_thread(load_backend, self._cfg, ref)
+        except Exception as exc:
+            if required:  # the champion must load, or the app must not start
+                raise
+            log.error("slot %s: %s", self._slot, exc)
+            self._ref, self._backend, self._error = ref, None, str(exc)
+            await self._report(healthy=False)
+            return
+        self._ref, self._backend, self._error = ref, backend, None
+        log.info("slot %s serving %s version %s", self._slot, ref.name, ref.version)
+        await self._report(healthy=True)
+
+    async def _report(self, *, healthy: bool) -> None:
+        report = {"healthy": healthy, "model": self._ref.to_dict() if self._ref else None,
+                  "error": self._error, "time": time.time()}
+        try:
+            await self._sup.report_slot.remote(self._slot, self._replica_id, report)
+        except Exception as exc:  # the supervisor may be restarting; it re-learns on next load
+            log.warning("slot %s: could not report to supervisor: %s", self._slot, exc)
+
+    def predict(self, inputs: Any) -> dict[str, Any]:
+        backend, ref = self._backend, self._ref
+        if backend is None or ref is None:
+            return {"ok": False, "kind": "unavailable", "status": 503,
+                    "message": f"slot {self._slot} has no healthy model"
+                               + (f": {self._error}" if self._error else "")}
+        start = time.perf_counter()
+        try:
+            pred = backend.predict(inputs)
+        except InputError as exc:
+            return {"ok": False, "kind": "client_error", "status": exc.status,
+                    "message": str(exc), "field": exc.field}
+        except Exception as exc:
+            return {"ok": False, "kind": "server_error", "status": 500,
+                    "message": f"model {ref.name} version {ref.version} failed: "
+                               f"{type(exc).__name__}: {exc}"}
+        return {"ok": True, "outputs": pred.outputs,
+                "model": {"name": ref.name, "version": ref.version},
+                "output_summary": pred.output_summary, "input_summary": pred.input_summary,
+                "tokens_in": pred.tokens_in, "tokens_out": pred.tokens_out,
+                "busy_s": time.perf_counter() - start}
+
+    def describe(self) -> dict[str, Any]:
+        return {"slot": self._slot, "replica": self._replica_id, "pid": os.getpid(),
+                "model": self._ref.to_dict() if self._ref else None,
+                "healthy": self._backend is not None, "error": self._error}
+
+
+def _replica_id() -> str:
+    try:
+        return str(serve.get_replica_context().replica_id.unique_id)
+    except Exception:
+        return f"pid-{os.getpid()}"
