@@ -1,0 +1,91 @@
+"""Log small real MLflow models, for tests and the demo (not used by the gateway itself).
+
+`mlflow.pyfunc.log_model` only works through MLflow's global tracking URI and active run, so
+`log_linear_model` switches the global URI for the duration of the call and puts it back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.pyfunc import PythonModel
+
+from model_registry.tracking import TRACKING_URI_ENV, artifact_root_for, ensure_local_store
+
+DEFAULT_EXPERIMENT = "champion-gateway"
+
+
+class LinearModel(PythonModel):
+    """y = a * x + b, elementwise, as float64. Importable, so any process can unpickle it."""
+
+    def __init__(self, a: float, b: float) -> None:
+        self.a = float(a)
+        self.b = float(b)
+
+    # Unannotated on purpose: MLflow reads type hints on `predict` as an input schema and
+    # converts inputs to match (it warns about their absence; the warning is harmless).
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        values = np.asarray(model_input, dtype=np.float64)
+        return values * self.a + self.b
+
+
+@dataclass(frozen=True)
+class LoggedModelInfo:
+    model_uri: str  # models:/<model_id>
+    run_id: str
+    runs_uri: str  # runs:/<run_id>/<name>
+
+
+@contextmanager
+def use_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's global tracking URI at `uri` for the block, then restore it (and the
+    `MLFLOW_TRACKING_URI` variable, which `mlflow.set_tracking_uri` overwrites)."""
+    saved_env = os.environ.get(TRACKING_URI_ENV)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        if saved_env is not None:
+            os.environ[TRACKING_URI_ENV] = saved_env
+
+
+def ensure_experiment(tracking_uri: str, name: str = DEFAULT_EXPERIMENT) -> str:
+    """The id of experiment `name`, created if missing; for SQLite stores its artifacts go
+    next to the database (like the Default experiment's, see `ensure_local_store`)."""
+    ensure_local_store(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    root = artifact_root_for(tracking_uri)
+    location = None if root is None else f"{root}/{name}"
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+def log_linear_model(
+    tracking_uri: str,
+    a: float,
+    b: float,
+    *,
+    name: str = "model",
+    experiment: str = DEFAULT_EXPERIMENT,
+) -> LoggedModelInfo:
+    """Log `LinearModel(a, b)` as a pyfunc model under a new run; register it with
+    `ModelRegistry.register(info.model_uri)` (or `info.runs_uri`)."""
+    experiment_id = ensure_experiment(tracking_uri, experiment)
+    with use_tracking_uri(tracking_uri), mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_params({"a": a, "b": b})
+        # Explicit requirements: inferring them would spawn a subprocess and take seconds.
+        info = mlflow.pyfunc.log_model(name=name, python_model=LinearModel(a, b),
+                                       pip_requirements=[f"mlflow=={mlflow.__version__}"])
+    run_id = run.info.run_id
+    return LoggedModelInfo(model_uri=info.model_uri, run_id=run_id,
+                           runs_uri=f"runs:/{run_id}/{name}")
