@@ -26,7 +26,6 @@ def error_response(status: int, kind: str, message: str, request_id: str | None 
     payload: dict[str, Any] = {"error": err}
     if request_id:
         payload["request_id"] = request_id
-        headers = {**(headers or {}), "x-request-id": request_id}
     return json_response(payload, status, headers)
 
 

@@ -156,8 +156,8 @@ class Ingress:
                                   f"the champion model could not answer: {call.message}",
                                   request_id)
         model = reply["model"]
-        headers = {"x-gateway-arm": arm.value, "x-gateway-model-version": str(model["version"]),
-                   "x-request-id": request_id}
+        # x-request-id is echoed (or generated) by Serve's proxy on every response.
+        headers = {"x-gateway-arm": arm.value, "x-gateway-model-version": str(model["version"])}
         return json_response({"outputs": reply["outputs"], "model": model}, 200, headers)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:

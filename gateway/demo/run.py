@@ -27,8 +27,7 @@ def register_torch_model(registry: ModelRegistry, model: Any, description: str) 
     import mlflow
     import mlflow.pytorch
 
-    mlflow.set_tracking_uri(registry.tracking_uri)
-    mlflow.set_experiment(registry.model_name)
+    _use_experiment(registry)
     with mlflow.start_run(run_name=description) as run:
         mlflow.log_param("description", description)
         # pt2 (torch.export) format: the signature's -1 batch dimension stays dynamic only if
@@ -37,6 +36,30 @@ def register_torch_model(registry: ModelRegistry, model: Any, description: str) 
                                  input_example=make_data(4)[0], serialization_format="pt2")
     return registry.register(f"runs:/{run.info.run_id}/model",
                              tags={"description": description})
+
+
+def register_pyfunc_model(registry: ModelRegistry, model: Any, description: str) -> ModelRef:
+    """Log a pyfunc model with the demo's (-1, 8) float32 signature; register a new version."""
+    import mlflow
+    import mlflow.pyfunc
+
+    _use_experiment(registry)
+    with mlflow.start_run(run_name=description) as run:
+        mlflow.log_param("description", description)
+        mlflow.pyfunc.log_model(name="model", python_model=model, signature=tensor_signature())
+    return registry.register(f"runs:/{run.info.run_id}/model",
+                             tags={"description": description})
+
+
+def _use_experiment(registry: ModelRegistry) -> None:
+    """Log into an experiment whose artifacts live next to the registry's store."""
+    import mlflow
+
+    from model_registry.testing import ensure_experiment
+
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_experiment(experiment_id=ensure_experiment(registry.tracking_uri,
+                                                          registry.model_name))
 
 
 def _step(msg: str) -> None:

@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PACKAGES := gateway guards model_registry gpu_monitor
+
+.PHONY: install demo test lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned: a looser requirement would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/gateway demo
+
+lint: install
+	$(VENV)/bin/ruff check $(PACKAGES) tests benchmarks
+
+typecheck: install
+	$(VENV)/bin/mypy $(PACKAGES)
+
+test: lint typecheck
+	$(PY) -m pytest -q -p no:warnings
+
+unit: install
+	$(PY) -m pytest -q -p no:warnings tests/unit
+
+bench: install
+	$(PY) -m benchmarks.judge_sim
+
+clean:
+	rm -rf $(VENV) .gateway .pytest_cache .mypy_cache .ruff_cache

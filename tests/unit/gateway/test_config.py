@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import GatewayConfig, load_config, parse_config
+from gateway.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_defaults_are_valid_and_fractional() -> None:
+    cfg = GatewayConfig()
+    assert cfg.slots.num_cpus < 1 and cfg.ingress.num_cpus < 1
+    assert cfg.routing.mode == "split"
+
+
+def test_shipped_config_files_load() -> None:
+    cfg = load_config(REPO / "configs" / "gateway.yaml")
+    assert cfg.model.name
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"slots": {"num_cpus": -1}}, "slots.num_cpus: must be >= 0.0, got -1"),
+    ({"http": {"port": 70000}}, "http.port: must be <= 65535"),
+    ({"routing": {"challenger_weight": 150}}, "routing.challenger_weight: must be <= 100.0"),
+    ({"routing": {"mode": "random"}}, "routing.mode: must be one of"),
+    ({"timeouts": {"champion_s": 0}}, "timeouts.champion_s: must be > 0.0"),
+    ({"slots": {"num_replicas": 1.5}}, "slots.num_replicas: expected an integer"),
+    ({"admin": {"allow_unauthenticated": "yes"}}, "admin.allow_unauthenticated: expected true"),
+    ({"http": {"portt": 1}}, "http.portt: unknown setting"),
+    ({"bogus": {}}, "bogus: unknown setting"),
+    ({"model": "x"}, "model: expected a mapping"),
+    ({"model": {"backend": "onnx"}}, "model.backend: must be one of"),
+    ({"model": {"name": ""}}, "model.name: expected a non-empty string"),
+])
+def test_every_bad_value_names_its_field(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    assert message in str(err.value)
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("http: [unclosed")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("http:\n  port: abc\n")
+    with pytest.raises(ConfigError, match=r"wrong.yaml: http.port: expected an integer"):
+        load_config(wrong)
+
+
+def test_admin_refuses_to_start_without_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GATEWAY_ADMIN_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="GATEWAY_ADMIN_TOKEN is not set"):
+        GatewayConfig().admin_token()
+    local = parse_config({"admin": {"allow_unauthenticated": True}})
+    assert local.admin_token() is None
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "s3cret")
+    assert GatewayConfig().admin_token() == "s3cret"
