@@ -6,10 +6,10 @@ end here. Aliases are resolved once, here, to immutable versions: the slots load
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from typing import Any, cast
 
+import ray
 from ray import serve
 from ray.serve import Application
 from ray.serve.deployment import Deployment
@@ -19,35 +19,28 @@ from gateway.ingress import Ingress
 from gateway.model_server import ModelServer
 from gateway.routing import Mode, RoutingTable
 from gateway.supervisor import get_or_create_supervisor
-from model_registry.errors import AliasNotFoundError
-from model_registry.refs import CHALLENGER, CHAMPION
+from model_registry.refs import CHAMPION
 from model_registry.registry import ModelRegistry
 from model_registry.tracking import resolve_tracking_uri
 
 
-def initial_table(cfg: GatewayConfig, registry: ModelRegistry) -> RoutingTable:
-    """Champion in slot a, challenger (if the alias is set) in slot b."""
+def initial_table(registry: ModelRegistry) -> RoutingTable:
+    """The champion in slot a, nothing else: a challenger only gets a slot (and then traffic)
+    through the supervisor, after it passed its health check."""
     champion = registry.resolve(CHAMPION)
-    try:
-        challenger = registry.resolve(CHALLENGER)
-    except AliasNotFoundError:
-        challenger = None
-    if challenger is not None and challenger.version == champion.version:
-        challenger = None
-    return RoutingTable(
-        version=0, champion_slot="a", challenger_slot="b" if challenger else None,
-        challenger_weight=cfg.routing.challenger_weight if challenger else 0.0,
-        mode=Mode(cfg.routing.mode) if challenger else Mode.PINNED,
-        slot_models={"a": champion, "b": challenger},
-    )
+    return RoutingTable(version=0, champion_slot="a", challenger_slot=None,
+                        challenger_weight=0.0, mode=Mode.PINNED,
+                        slot_models={"a": champion, "b": None})
 
 
 def build_app(cfg: GatewayConfig, tracking_uri: str | None = None) -> Application:
     uri = resolve_tracking_uri(tracking_uri or cfg.model.tracking_uri)
     registry = ModelRegistry(cfg.model.name, tracking_uri=uri)
-    table = initial_table(cfg, registry)
+    table = initial_table(registry)
     cfg.admin_token()  # fail here, in the caller's terminal, rather than in a replica
-    get_or_create_supervisor(cfg.control.supervisor_name, cfg.control.namespace, table)
+    sup = get_or_create_supervisor(cfg, uri, table)
+    # Slots and ingress start from the supervisor's table: it may be resuming a rollout.
+    table = RoutingTable.from_dict(ray.get(sup.get_table.remote()))
     raw_cfg = dataclasses.asdict(cfg)
     raw_table = table.to_dict()
     slots = cfg.slots
@@ -89,11 +82,7 @@ def deploy(cfg: GatewayConfig, tracking_uri: str | None = None) -> None:
 
 def teardown(cfg: GatewayConfig) -> None:
     """Delete the app and its detached supervisor (it would otherwise outlive the app)."""
-    import ray
-
-    from gateway.supervisor import get_supervisor
+    from gateway.supervisor import kill_supervisor
 
     serve.delete(cfg.app_name)
-    with contextlib.suppress(ValueError):  # already gone
-        ray.kill(get_supervisor(cfg.control.supervisor_name, cfg.control.namespace),
-                 no_restart=True)
+    kill_supervisor(cfg.control.supervisor_name, cfg.control.namespace)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -40,6 +41,31 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(duration_s=args.duration, rate=args.rate, port=args.port)
 
 
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.admin_client import AdminClient, format_status
+
+    client = AdminClient.from_env(args.url, args.token_env)
+    view = client.status()
+    print(json.dumps(view, indent=2) if args.json else format_status(view))
+    return 0
+
+
+def _operate(args: argparse.Namespace) -> int:
+    from gateway.admin_client import AdminClient, format_status
+
+    client = AdminClient.from_env(args.url, args.token_env, actor=args.actor)
+    print(format_status(client.operate(args.command, args.reason)))
+    return 0
+
+
+def _admin_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="gateway base URL")
+    p.add_argument("--token-env", default="GATEWAY_ADMIN_TOKEN",
+                   help="environment variable holding the admin token")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description=(
         "champion-gateway: champion/challenger model serving on Ray Serve with guarded "
@@ -54,10 +80,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "else ./.gateway/mlflow.db)")
     p.set_defaults(func=_serve)
     d = sub.add_parser("demo", help="train, register, serve and drive traffic locally")
-    d.add_argument("--duration", type=float, default=20.0, help="seconds of traffic")
-    d.add_argument("--rate", type=float, default=40.0, help="requests per second")
+    d.add_argument("--duration", type=float, default=60.0,
+                   help="at most this many seconds of traffic per act")
+    d.add_argument("--rate", type=float, default=80.0, help="requests per second")
     d.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1")
     d.set_defaults(func=_demo)
+    st = sub.add_parser("status", help="show the live rollout: phase, weights, guards")
+    _admin_args(st)
+    st.add_argument("--json", action="store_true", help="print the full JSON view")
+    st.set_defaults(func=_status)
+    for op, text in (("promote", "promote the challenger now"),
+                     ("rollback", "roll back now (or restore the previous champion)"),
+                     ("pause", "hold the rollout at its current weights"),
+                     ("resume", "resume a paused rollout")):
+        o = sub.add_parser(op, help=text)
+        _admin_args(o)
+        o.add_argument("--reason", default="", help="recorded in the audit trail")
+        o.add_argument("--actor", default=os.environ.get("USER", "cli"),
+                       help="who is acting (recorded in the audit trail)")
+        o.set_defaults(func=_operate)
     return parser
 
 

@@ -13,11 +13,15 @@ from typing import Any, Literal
 
 import yaml
 
+from gateway.alerts import AlertSpec
 from gateway.configschema import bounded, load
 from gateway.errors import ConfigError
+from gateway.rollout import RolloutPolicy
+from guards.context import JudgeContext
+from guards.results import TriggerSpec
+from guards.verdict import default_triggers, parse_triggers
 
 BackendName = Literal["auto", "torch", "pyfunc"]
-ModeName = Literal["split", "shadow", "pinned"]
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,6 @@ class TimeoutsConfig:
 
 @dataclass(frozen=True)
 class RoutingConfig:
-    mode: ModeName = "split"
-    challenger_weight: float = bounded(10.0, ge=0.0, le=100.0)
     sticky_header: str = "x-gateway-key"
 
 
@@ -81,6 +83,21 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class SupervisorConfig:
+    tick_s: float = bounded(0.25, gt=0.0)  # control-loop period (time-based steps, loading)
+    registry_poll_s: float = bounded(1.0, gt=0.0)  # how often the challenger alias is read
+    resource_interval_s: float = bounded(2.0, gt=0.0)  # memory sampling of slot replicas
+    audit_path: str = ".gateway/audit.jsonl"
+    rollout_experiment: str = "champion-gateway-rollouts"
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    ttl_s: float = bounded(3600.0, gt=0.0)  # feedback for older requests gets 410
+    capacity: int = bounded(200_000, ge=1)  # request ids remembered for feedback
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     app_name: str = "champion-gateway"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -91,6 +108,22 @@ class GatewayConfig:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    rollout: RolloutPolicy = field(default_factory=RolloutPolicy)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    judge: JudgeContext = field(default_factory=JudgeContext)
+    # None: the default trigger table (DESIGN.md); else a list of
+    # {guard, threshold?, severity?, action?, params?} validated by guards.parse_triggers.
+    triggers: tuple[dict[str, Any], ...] | None = None
+    alerts: tuple[AlertSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.triggers is not None:
+            parse_triggers(list(self.triggers))
+
+    def trigger_specs(self) -> tuple[TriggerSpec, ...]:
+        return default_triggers() if self.triggers is None else parse_triggers(
+            list(self.triggers))
 
     def admin_token(self) -> str | None:
         """The admin token from the environment; raises if it is required and absent."""

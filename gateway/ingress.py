@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from gateway.config import parse_config
 from gateway.errors import InputError
+from gateway.feedback import parse_feedback
 from gateway.http import (
     check_bearer,
     error_response,
@@ -23,13 +24,18 @@ from gateway.http import (
     parse_json_object,
     read_body,
 )
+from gateway.metrics import get_metrics
 from gateway.routing import Arm, Mode, RoutingTable, choose_arm, parse_weight_update
 from gateway.supervisor import get_supervisor
 from gateway.tablewatch import TableWatcher
+from guards.window import ArmWindow, Observation, Outcome
 
 log = logging.getLogger("champion_gateway.ingress")
 
 Handler = Callable[[Request], Awaitable[Response]]
+OUTCOMES = {"ok": Outcome.OK, "client_error": Outcome.CLIENT_ERROR,
+            "server_error": Outcome.SERVER_ERROR, "timeout": Outcome.TIMEOUT}
+ADMIN_OPS = ("promote", "rollback", "pause", "resume")
 
 
 @dataclass(frozen=True)
@@ -54,8 +60,10 @@ class Ingress:
                        "b": slot_b.options(method_name="predict")}
         self._sticky_header = self._cfg.routing.sticky_header.lower()
         self._sup = get_supervisor(self._cfg.control.supervisor_name, self._cfg.control.namespace)
+        self._metrics = get_metrics()
         self._watcher = TableWatcher(self._sup, RoutingTable.from_dict(initial_table),
-                                     poll_timeout_s=self._cfg.control.long_poll_timeout_s)
+                                     poll_timeout_s=self._cfg.control.long_poll_timeout_s,
+                                     on_change=self._on_table)
         try:  # start from the supervisor's current table, not the one baked into the app
             await self._watcher.apply(RoutingTable.from_dict(
                 await asyncio.wait_for(self._sup.get_table.remote(), 10)))
@@ -64,12 +72,20 @@ class Ingress:
         self._watcher.start()
         self._background: set[asyncio.Task[Any]] = set()
         self.counts: Counter[tuple[str, str]] = Counter()
+        # Per model version, so a delta is never attributed to the wrong rollout.
+        self._windows: dict[str, ArmWindow] = {}
+        self._served: list[tuple[str, str]] = []  # (request id, model version) for feedback
+        self._replica_id = uuid.uuid4().hex[:12]
+        self._spawn(self._flush_loop())
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/predict"): self._predict,
+            ("POST", "/v1/feedback"): self._feedback,
             ("GET", "/healthz"): self._healthz,
             ("GET", "/admin/rollout"): self._admin_rollout,
             ("POST", "/admin/weights"): self._admin_weights,
         }
+        for op in ADMIN_OPS:
+            self._routes[("POST", f"/admin/rollout/{op}")] = self._admin_op
 
     async def __call__(self, request: Request) -> Response:
         handler = self._routes.get((request.method, request.url.path))
@@ -102,19 +118,22 @@ class Ingress:
         if table.mode is Mode.SHADOW and table.challenger_active:
             self._spawn(self._shadow(table, inputs))
         arm, call = await self._serve(table, arm, inputs)
+        if call.outcome == "ok" and call.reply is not None:
+            self._served.append((request_id, str(call.reply["model"]["version"])))
         return self._answer(arm, call, request_id)
 
     async def _serve(self, table: RoutingTable, arm: Arm, inputs: Any) -> tuple[Arm, ArmCall]:
         if arm is Arm.CHALLENGER:
             call = await self._call(table, Arm.CHALLENGER, inputs)
-            self._observe(Arm.CHALLENGER, call)
+            self._observe(table, Arm.CHALLENGER, call)
             if call.outcome in ("ok", "client_error"):
                 return arm, call
             # Failover: the client gets the champion's answer; the failure stays counted
             # against the challenger.
             self.counts[("challenger", "failover")] += 1
+            self._metrics.failover(self._version(table, Arm.CHALLENGER))
         call = await self._call(table, Arm.CHAMPION, inputs)
-        self._observe(Arm.CHAMPION, call)
+        self._observe(table, Arm.CHAMPION, call)
         return Arm.CHAMPION, call
 
     async def _call(self, table: RoutingTable, arm: Arm, inputs: Any) -> ArmCall:
@@ -141,10 +160,55 @@ class Ingress:
 
     async def _shadow(self, table: RoutingTable, inputs: Any) -> None:
         call = await self._call(table, Arm.CHALLENGER, inputs)
-        self._observe(Arm.CHALLENGER, call)
+        self._observe(table, Arm.CHALLENGER, call)
 
-    def _observe(self, arm: Arm, call: ArmCall) -> None:
+    @staticmethod
+    def _version(table: RoutingTable, arm: Arm) -> str:
+        ref = table.model_of(arm)
+        return ref.version if ref else "none"
+
+    def _observe(self, table: RoutingTable, arm: Arm, call: ArmCall) -> None:
+        """One observation into the serving model version's window (the hot path)."""
         self.counts[(arm.value, call.outcome)] += 1
+        outcome = OUTCOMES.get(call.outcome)
+        if outcome is None:  # "unavailable": no model was called, nothing to judge
+            return
+        reply = call.reply if call.outcome == "ok" else None
+        version = str(reply["model"]["version"]) if reply else self._version(table, arm)
+        window = self._windows.get(version)
+        if window is None:
+            window = self._windows[version] = ArmWindow()
+        if reply is None:
+            window.record(Observation(call.latency_s, outcome))
+        else:
+            window.record(Observation(
+                call.latency_s, outcome, reply.get("output_summary"), reply.get("input_summary"),
+                reply.get("tokens_in", 0), reply.get("tokens_out", 0), reply.get("busy_s", 0.0)))
+        self._metrics.request(arm.value, version, call.outcome, call.latency_s)
+
+    async def _flush_loop(self) -> None:
+        """Send window deltas to the supervisor, fire-and-forget: never awaited, so a slow or
+        restarting supervisor never delays a request."""
+        interval = self._cfg.control.flush_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self._flush()
+            except Exception:  # a flush must never kill the loop
+                log.exception("window flush failed")
+
+    def _flush(self) -> None:
+        deltas = {v: w.take_delta().to_bytes() for v, w in self._windows.items()
+                  if not w.is_empty()}
+        served, self._served = self._served, []
+        if deltas or served:
+            self._sup.ingest.remote(self._replica_id, deltas, served)
+
+    async def _on_table(self, table: RoutingTable) -> None:
+        self._metrics.table(table.version, table.challenger_weight, table.mode.value)
+        live = {r.version for r in table.slot_models.values() if r is not None}
+        for version in [v for v, w in self._windows.items() if v not in live and w.is_empty()]:
+            del self._windows[version]  # models no longer served: keep memory bounded
 
     def _answer(self, arm: Arm, call: ArmCall, request_id: str) -> Response:
         reply = call.reply
@@ -171,21 +235,60 @@ class Ingress:
         table = self._watcher.current
         return json_response({"status": "ok", "table_version": table.version})
 
+    async def _feedback(self, request: Request) -> Response:
+        body = parse_json_object(await read_body(request, self._cfg.http.max_body_bytes))
+        request_id, value = parse_feedback(body)
+        try:
+            status = await asyncio.wait_for(self._sup.feedback.remote(request_id, value), 5.0)
+        except Exception as exc:
+            return error_response(503, "unavailable", f"feedback not recorded: the supervisor "
+                                  f"is unreachable ({type(exc).__name__}); retry later")
+        if status == "unknown":
+            return error_response(404, "not_found", f"request_id {request_id!r}: unknown "
+                                  "(never served, or forgotten)", field="request_id")
+        if status == "expired":
+            return error_response(410, "expired", f"request_id {request_id!r}: too old for "
+                                  "feedback", field="request_id")
+        return json_response({"status": "recorded", "request_id": request_id}, 202)
+
     async def _admin_rollout(self, request: Request) -> Response:
         denied = check_bearer(request, self._token)
         if denied is not None:
             return denied
-        table = self._watcher.current
-        return json_response(self._rollout_view(table))
+        try:
+            view = await asyncio.wait_for(self._sup.status.remote(), 5.0)
+        except Exception as exc:  # serve what this replica knows
+            view = self._local_view(self._watcher.current)
+            view["supervisor"] = f"unreachable: {type(exc).__name__}"
+        view["replica_counts"] = self._replica_counts()
+        return json_response(view)
 
-    def _rollout_view(self, table: RoutingTable) -> dict[str, Any]:
+    def _replica_counts(self) -> dict[str, int]:
+        return {f"{a}.{o}": n for (a, o), n in sorted(self.counts.items())}
+
+    def _local_view(self, table: RoutingTable) -> dict[str, Any]:
         def ref(arm: Arm) -> dict[str, Any] | None:
             model = table.model_of(arm)
             return model.to_dict() if model else None
 
         return {"table": table.to_dict(), "champion": ref(Arm.CHAMPION),
-                "challenger": ref(Arm.CHALLENGER),
-                "replica_counts": {f"{a}.{o}": n for (a, o), n in sorted(self.counts.items())}}
+                "challenger": ref(Arm.CHALLENGER)}
+
+    async def _admin_op(self, request: Request) -> Response:
+        denied = check_bearer(request, self._token)
+        if denied is not None:
+            return denied
+        op = request.url.path.rsplit("/", 1)[-1]
+        raw = await read_body(request, self._cfg.http.max_body_bytes)
+        reason = parse_json_object(raw).get("reason", "") if raw.strip() else ""
+        if not isinstance(reason, str):
+            raise InputError("reason: expected a string", field="reason")
+        actor = request.headers.get("x-gateway-actor", "admin-api")[:64]
+        view = await self._sup.operate.remote(op, actor, reason)
+        if "error" in view:
+            return error_response(409, "conflict", f"{op}: {view['error']}")
+        await self._watcher.apply(RoutingTable.from_dict(view["table"]))
+        return json_response(view)
 
     async def _admin_weights(self, request: Request) -> Response:
         denied = check_bearer(request, self._token)
@@ -196,7 +299,7 @@ class Ingress:
         raw = await self._sup.set_weights.remote(weight, mode.value, "admin-api")
         table = RoutingTable.from_dict(raw)
         await self._watcher.apply(table)
-        return json_response(self._rollout_view(table))
+        return json_response(self._local_view(table))
 
 
 def _request_id(request: Request) -> str:

@@ -93,7 +93,7 @@ class ModelServer:
 
     async def _report(self, *, healthy: bool) -> None:
         report = {"healthy": healthy, "model": self._ref.to_dict() if self._ref else None,
-                  "error": self._error, "time": time.time()}
+                  "error": self._error, "time": time.time(), "pid": os.getpid()}
         try:
             await self._sup.report_slot.remote(self._slot, self._replica_id, report)
         except Exception as exc:  # the supervisor may be restarting; it re-learns on next load

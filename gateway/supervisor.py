@@ -1,21 +1,43 @@
-"""The supervisor: a named, detached Ray actor that owns the RoutingTable.
+"""The supervisor: a named, detached, restartable Ray actor that runs the rollout.
 
-Ingress and model-slot replicas hold one long-poll call (`wait_for_table`) each; publishing a
-new table version wakes them all at once.
+It owns the RoutingTable (published to every ingress and slot replica by long-poll), merges
+the window deltas that ingress replicas flush to it, runs the judge, moves the rollout state
+machine (`gateway.rollout`) and carries out each decision in a fixed order:
+
+    traffic to the champion on every replica -> persist state -> registry aliases and tags
+    -> audit record and MLflow run -> alert -> release the challenger's slot
+
+Its state is persisted in the registry (a model tag), so a restarted supervisor resumes the
+same rollout step without flapping or acting twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
+import uuid
+from collections import OrderedDict
 from typing import Any
 
 import ray
 
+from gateway import rollout as ro
+from gateway.config import GatewayConfig, parse_config
+from gateway.effects import EffectRunner
+from gateway.metrics import get_metrics
 from gateway.routing import Mode, RoutingTable
+from guards.verdict import Judge, Verdict, make_judge
+from guards.window import ArmWindow
+from model_registry.refs import CHALLENGER, ModelRef
+from model_registry.registry import ModelRegistry
 
 log = logging.getLogger("champion_gateway.supervisor")
+
+STATE_TAG = "gateway.rollout_state"
+VERDICT_TAG = "gateway.verdict"
 
 
 def next_version(previous: int) -> int:
@@ -25,25 +47,74 @@ def next_version(previous: int) -> int:
 
 
 class Supervisor:
-    """Owns the routing table (see module doc). Runs as an async actor."""
+    """The control plane of one gateway app (see the module doc). An async Ray actor."""
 
-    def __init__(self, initial_table: dict[str, Any]) -> None:
-        table = RoutingTable.from_dict(initial_table)
-        self._table = table.evolve(version=next_version(table.version))
+    def __init__(self, config: dict[str, Any], tracking_uri: str,
+                 initial_table: dict[str, Any]) -> None:
+        self._cfg: GatewayConfig = parse_config(config)
+        self._policy = self._cfg.rollout
+        self._state_tag = f"{STATE_TAG}.{self._cfg.app_name}"
+        self._registry = ModelRegistry(self._cfg.model.name, tracking_uri=tracking_uri)
+        self._effects = EffectRunner(self._cfg, self._registry, tracking_uri)
+        self._state = self._restore_state(RoutingTable.from_dict(initial_table))
+        self._table = ro.table_for(self._state, self._policy,
+                                   next_version(int(initial_table["version"])))
         self._changed: asyncio.Condition | None = None
+        self._loop_task: asyncio.Task[None] | None = None
         self._slot_reports: dict[str, dict[str, dict[str, Any]]] = {}
+        self._windows: dict[str, ArmWindow] = {}
+        self._judge: Judge | None = self._new_judge() if self._state.phase in ro.JUDGED else None
+        self._verdict: Verdict | None = None
+        self._requests: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._seen_challenger: str | None = None
+        self._last_poll = 0.0
+        self._lock = asyncio.Lock()
+        get_metrics().phase(self._state.phase.value)
+
+    # --- state persistence ---------------------------------------------------------------
+
+    def _restore_state(self, initial: RoutingTable) -> ro.RolloutState:
+        champion = initial.slot_models.get(initial.champion_slot)
+        if champion is None:
+            raise ValueError("initial table has no champion model")
+        raw = self._registry.get_model_tags().get(self._state_tag)
+        if raw:
+            try:
+                state = ro.RolloutState.from_dict(json.loads(raw))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("ignoring unreadable persisted state: %s", exc)
+            else:
+                # Resume an unfinished rollout; otherwise the registry's champion wins (it may
+                # have been moved while the gateway was down).
+                if state.phase in ro.ACTIVE or state.champion == champion:
+                    log.info("resumed rollout %s in phase %s step %d", state.rollout_id,
+                             state.phase.value, state.step)
+                    return state
+        return ro.initial_state(champion)
+
+    def _persist(self, state: ro.RolloutState) -> None:
+        self._registry.set_model_tag(self._state_tag, json.dumps(state.to_dict(),
+                                                           separators=(",", ":")))
+
+    # --- table long-poll -------------------------------------------------------------------
 
     def _cond(self) -> asyncio.Condition:
         if self._changed is None:  # created lazily so it binds the actor's event loop
             self._changed = asyncio.Condition()
         return self._changed
 
+    def _ensure_loop(self) -> None:
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.get_running_loop().create_task(self._control_loop())
+
     async def get_table(self) -> dict[str, Any]:
+        self._ensure_loop()
         return self._table.to_dict()
 
     async def wait_for_table(self, known_version: int, timeout_s: float) -> dict[str, Any] | None:
         """Return the table as soon as its version is newer than `known_version`, or None
         after `timeout_s` (the caller simply asks again)."""
+        self._ensure_loop()
         cond = self._cond()
         async with cond:
             try:
@@ -53,41 +124,263 @@ class Supervisor:
                 return None
         return self._table.to_dict()
 
-    async def publish(self, table: RoutingTable) -> RoutingTable:
-        new = table.evolve(version=next_version(self._table.version))
+    async def _publish(self, table: RoutingTable) -> None:
+        same = table.to_dict() | {"version": 0} == self._table.to_dict() | {"version": 0}
+        if same:
+            return
         cond = self._cond()
         async with cond:
-            self._table = new
+            self._table = RoutingTable.from_dict(
+                table.to_dict() | {"version": next_version(self._table.version)})
             cond.notify_all()
-        log.info("published routing table v%d: %s", new.version, new.to_dict())
-        return new
+        t = self._table
+        get_metrics().table(t.version, t.challenger_weight, t.mode.value)
+        log.info("published routing table v%d: weight=%g mode=%s slots=%s", t.version,
+                 t.challenger_weight, t.mode.value,
+                 {s: (r.version if r else None) for s, r in t.slot_models.items()})
 
-    async def set_weights(self, weight: float, mode: str, actor: str = "admin") -> dict[str, Any]:
-        table = await self.publish(self._table.evolve(challenger_weight=weight, mode=Mode(mode)))
-        log.info("weights set by %s: challenger_weight=%s mode=%s", actor, weight, mode)
-        return table.to_dict()
+    # --- observations from ingress replicas -------------------------------------------------
+
+    async def ingest(self, replica_id: str, deltas: dict[str, bytes],
+                     request_ids: list[tuple[str, str]] | None = None) -> None:
+        """Window deltas keyed by model version, flushed by an ingress replica."""
+        self._ensure_loop()
+        for version, blob in deltas.items():
+            delta = ArmWindow.from_bytes(blob)
+            window = self._windows.get(version)
+            if window is None:
+                self._windows[version] = delta
+            else:
+                window.merge(delta)
+        self._remember(request_ids or [])
+        if self._state.phase in ro.JUDGED:
+            await self._judge_now()
+
+    def _remember(self, request_ids: list[tuple[str, str]]) -> None:
+        now = time.time()
+        for rid, version in request_ids:
+            self._requests[rid] = (version, now)
+            self._requests.move_to_end(rid)
+        while len(self._requests) > self._cfg.feedback.capacity:
+            self._requests.popitem(last=False)
+
+    async def feedback(self, request_id: str, value: float) -> str:
+        """Attribute a business outcome to the model that served `request_id`:
+        returns ok, unknown or expired."""
+        found = self._requests.get(request_id)
+        if found is None:
+            return "unknown"
+        version, at = found
+        if time.time() - at > self._cfg.feedback.ttl_s:
+            return "expired"
+        self._windows.setdefault(version, ArmWindow()).record_kpi(value)
+        return "ok"
+
+    # --- the judge ----------------------------------------------------------------------
+
+    def _new_judge(self) -> Judge:
+        return make_judge(self._cfg.trigger_specs(), self._cfg.judge)
+
+    def _arm_windows(self) -> tuple[ArmWindow, ArmWindow]:
+        champion, challenger = self._state.champion, self._state.challenger
+        empty = ArmWindow()
+        return (self._windows.get(champion.version, empty) if champion else empty,
+                self._windows.get(challenger.version, empty) if challenger else empty)
+
+    async def _judge_now(self) -> None:
+        async with self._lock:
+            if self._state.phase not in ro.JUDGED:
+                return
+            if self._judge is None:
+                self._judge = self._new_judge()
+            champion, challenger = self._arm_windows()
+            verdict = self._judge.evaluate(champion, challenger,
+                                           self._effects.resources(self._state))
+            self._verdict = verdict
+            self._effects.record_verdict_metrics(verdict)
+            tr = ro.observe(self._state, self._policy, verdict, challenger.n_requests,
+                            time.time())
+            await self._apply(tr)
+
+    # --- transitions and their effects -------------------------------------------------------
+
+    async def _apply(self, tr: ro.Transition) -> None:
+        old, new = self._state, tr.state
+        if tr.event is None and new == old:
+            return
+        event = tr.event
+        ends_rollout = event is not None and event.name in ("rolled_back", "load_failed",
+                                                            "restored")
+        if ends_rollout:
+            # First, and at once: every replica stops sending traffic to the challenger.
+            await self._publish(ro.table_for(old, self._policy, 0).evolve(
+                challenger_weight=0.0, mode=Mode.PINNED))
+        else:
+            await self._publish(ro.table_for(new, self._policy, 0))
+        self._state = new
+        if new.phase not in ro.JUDGED:
+            self._judge = None
+        get_metrics().phase(new.phase.value)
+        if event is None:
+            await asyncio.to_thread(self._persist, new)
+            return
+        log.info(json.dumps({"event": "rollout." + event.name, "rollout_id": new.rollout_id,
+                             "phase_from": old.phase.value, "phase_to": new.phase.value,
+                             "actor": event.actor, "reason": event.reason}))
+        table_before = self._table.version
+        await asyncio.to_thread(self._persist, new)
+        champion, challenger = self._arm_windows()
+        await asyncio.to_thread(self._effects.after_transition, old, new, event,
+                                self._table.version, table_before, champion, challenger)
+        if ends_rollout:
+            await self._publish(ro.table_for(new, self._policy, 0))  # release the slot
+
+    # --- the control loop ------------------------------------------------------------------
+
+    async def _control_loop(self) -> None:
+        while True:
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("supervisor tick failed")
+            await asyncio.sleep(self._cfg.supervisor.tick_s)
+
+    async def _tick(self) -> None:
+        now = time.time()
+        if now - self._last_poll >= self._cfg.supervisor.registry_poll_s:
+            self._last_poll = now
+            await self._watch_registry()
+        phase = self._state.phase
+        if phase is ro.Phase.LOADING:
+            await self._check_loading(now)
+        elif phase in ro.JUDGED:
+            await self._judge_now()
+        elif phase is ro.Phase.PROMOTED:
+            await self._apply(ro.release_old_champion(self._state, self._policy, now))
+
+    async def _watch_registry(self) -> None:
+        version = await asyncio.to_thread(self._registry.alias_version, CHALLENGER)
+        if version is None or version == self._seen_challenger:
+            return
+        state = self._state
+        if state.phase in ro.ACTIVE or (state.champion and version == state.champion.version):
+            return
+        self._seen_challenger = version
+        tags = await asyncio.to_thread(self._registry.get_version_tags, version)
+        if VERDICT_TAG in tags:
+            log.info("challenger alias points at version %s, already judged (%s); ignoring",
+                     version, tags[VERDICT_TAG])
+            return
+        ref = await asyncio.to_thread(self._registry.get_version, version)
+        await self._start(ref)
+
+    async def _start(self, ref: ModelRef) -> None:
+        async with self._lock:
+            self._windows.clear()
+            self._slot_reports.pop(self._state.free_slot, None)
+            rollout_id = f"{ref.name}-v{ref.version}-{uuid.uuid4().hex[:8]}"
+            await self._apply(ro.start(self._state, ref, rollout_id, time.time()))
+
+    async def _check_loading(self, now: float) -> None:
+        state = self._state
+        slot, want = state.free_slot, state.challenger
+        reports = [r for r in self._slot_reports.get(slot, {}).values()
+                   if want and r.get("model") and r["model"]["version"] == want.version]
+        failed = [r for r in reports if not r.get("healthy")]
+        async with self._lock:
+            if failed:
+                await self._apply(ro.load_failed(state, str(failed[0].get("error")), now))
+            elif len([r for r in reports if r.get("healthy")]) >= self._cfg.slots.num_replicas:
+                self._windows.clear()
+                self._judge = self._new_judge()
+                await self._apply(ro.loaded(state, self._policy, now))
+            elif now - state.phase_started_at > self._policy.load_timeout_s:
+                await self._apply(ro.load_failed(
+                    state, f"challenger not healthy within {self._policy.load_timeout_s:g}s",
+                    now))
 
     async def report_slot(self, slot: str, replica_id: str, report: dict[str, Any]) -> None:
-        """A model-slot replica reports what it has loaded and whether it is healthy."""
+        """A model-slot replica reports what it has loaded, whether it is healthy, its PID."""
+        self._ensure_loop()
         self._slot_reports.setdefault(slot, {})[replica_id] = report
-        if report.get("healthy") or slot != self._table.challenger_slot:
-            return
-        # A challenger that fails to load or fails its health check gets no traffic.
-        log.warning("challenger slot %s unhealthy on %s: %s", slot, replica_id,
-                    report.get("error"))
-        await self.publish(self._table.evolve(challenger_weight=0.0, mode=Mode.PINNED))
+        self._effects.watch_pid(slot, replica_id, report.get("pid"))
+        if self._state.phase is ro.Phase.LOADING and slot == self._state.free_slot:
+            await self._check_loading(time.time())
 
-    async def slot_reports(self) -> dict[str, dict[str, dict[str, Any]]]:
-        return self._slot_reports
+    # --- operators ----------------------------------------------------------------------
+
+    async def operate(self, op: str, actor: str, reason: str = "") -> dict[str, Any]:
+        """promote | rollback | pause | resume, from the admin API or the CLI."""
+        self._ensure_loop()
+        now = time.time()
+        async with self._lock:
+            state = self._state
+            _, challenger = self._arm_windows()
+            try:
+                if op == "promote":
+                    tr = ro.promote(state, now, actor, reason or f"promoted by {actor}")
+                elif op == "rollback":
+                    tr = ro.rollback(state, now, actor, reason or f"rolled back by {actor}")
+                elif op == "pause":
+                    tr = ro.pause(state, actor, reason or f"paused by {actor}")
+                elif op == "resume":
+                    tr = ro.resume(state, now, actor, challenger.n_requests)
+                else:
+                    return {"error": f"unknown operation {op!r}"}
+            except ro.TransitionError as exc:
+                return {"error": str(exc)}
+            await self._apply(tr)
+        return await self.status()
+
+    async def status(self) -> dict[str, Any]:
+        self._ensure_loop()
+        state, table = self._state, self._table
+        champion, challenger = self._arm_windows()
+        return {
+            "phase": state.phase.value, "rollout_id": state.rollout_id,
+            "step": state.step if state.phase in ro.JUDGED else None,
+            "steps": [vars(s) for s in self._policy.steps],
+            "paused_phase": state.paused_phase.value if state.paused_phase else None,
+            "awaiting_promotion": state.awaiting_promotion, "reason": state.reason,
+            "table": table.to_dict(),
+            "champion": state.champion.to_dict() if state.champion else None,
+            "challenger": state.challenger.to_dict() if state.challenger else None,
+            "previous_champion": (state.previous_champion.to_dict()
+                                  if state.previous_champion else None),
+            "requests": {"champion": champion.n_requests, "challenger": challenger.n_requests},
+            "verdict": self._verdict.to_dict() if self._verdict else None,
+            "slots": self._slot_reports,
+        }
+
+    async def set_weights(self, weight: float, mode: str, actor: str = "admin") -> dict[str, Any]:
+        """Manual override of the live table (kept until the next rollout transition)."""
+        self._ensure_loop()
+        table = self._table.evolve(challenger_weight=weight, mode=Mode(mode))
+        await self._publish(table)
+        self._effects.audit_manual(self._state, actor, f"weights set to {weight:g}% {mode}",
+                                   self._table.version)
+        return self._table.to_dict()
+
+    async def shutdown(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        await asyncio.to_thread(self._effects.close)
 
 
-def get_or_create_supervisor(name: str, namespace: str, initial_table: RoutingTable) -> Any:
-    """The one supervisor actor of a gateway app: created if missing, else reused."""
+def get_or_create_supervisor(cfg: GatewayConfig, tracking_uri: str,
+                             initial_table: RoutingTable) -> Any:
+    """The one supervisor actor of a gateway app: created if missing, else reused. Ray
+    restarts it if it dies; it then resumes from the state persisted in the registry."""
+    import dataclasses
+
     actor_cls = ray.remote(Supervisor)
     return actor_cls.options(
-        name=name, namespace=namespace, lifetime="detached", get_if_exists=True,
-        num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=10_000,
-    ).remote(initial_table.to_dict())
+        name=cfg.control.supervisor_name, namespace=cfg.control.namespace,
+        lifetime="detached", get_if_exists=True, num_cpus=0, max_restarts=-1,
+        max_task_retries=-1, max_concurrency=10_000,
+    ).remote(dataclasses.asdict(cfg), tracking_uri, initial_table.to_dict())
 
 
 def get_supervisor(name: str, namespace: str, wait_s: float = 10.0) -> Any:
@@ -100,3 +393,8 @@ def get_supervisor(name: str, namespace: str, wait_s: float = 10.0) -> Any:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.1)
+
+
+def kill_supervisor(name: str, namespace: str) -> None:
+    with contextlib.suppress(ValueError):
+        ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)

@@ -11,11 +11,21 @@ import asyncio
 import os
 import secrets
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from gateway.config import GatewayConfig, HttpConfig, RoutingConfig
-from gateway.demo.models import make_data, tensor_signature, train_mlp
+from gateway.config import ControlConfig, GatewayConfig, HttpConfig, SupervisorConfig
+from gateway.demo.models import (
+    Faults,
+    LinearModel,
+    demo_weights,
+    make_data,
+    tensor_signature,
+    train_mlp,
+)
 from gateway.demo.traffic import TrafficStats, drive
+from gateway.rollout import RolloutPolicy, Step
 from model_registry.refs import CHALLENGER, CHAMPION, ModelRef
 from model_registry.registry import ModelRegistry
 
@@ -66,44 +76,85 @@ def _step(msg: str) -> None:
     print(f"==> {msg}", flush=True)
 
 
-def run_demo(duration_s: float = 20.0, rate: float = 40.0, port: int = 8000) -> int:
+DEMO_POLICY = RolloutPolicy(steps=(Step(20.0, 150, 3.0), Step(50.0, 150, 3.0),
+                                   Step(80.0, 150, 3.0)), rollback_window_s=30.0)
+
+
+def demo_config(port: int) -> GatewayConfig:
+    """Fast steps and frequent looks, so the whole story fits in a couple of minutes."""
+    return GatewayConfig(
+        http=HttpConfig(port=port), rollout=DEMO_POLICY,
+        control=ControlConfig(flush_interval_s=0.1, long_poll_timeout_s=10.0),
+        supervisor=SupervisorConfig(tick_s=0.1, registry_poll_s=0.3,
+                                    audit_path=str(Path(".gateway/audit.jsonl").resolve())))
+
+
+def run_demo(duration_s: float = 60.0, rate: float = 80.0, port: int = 8000) -> int:
     from gateway.app import deploy, teardown
     from gateway.runtime import init_ray, print_urls
 
-    os.environ.setdefault("GATEWAY_ADMIN_TOKEN", secrets.token_urlsafe(24))
+    token = os.environ.setdefault("GATEWAY_ADMIN_TOKEN", secrets.token_urlsafe(24))
     started = time.monotonic()
     registry = ModelRegistry(MODEL_NAME)
     _step(f"MLflow registry at {registry.tracking_uri}")
     champion = register_torch_model(registry, train_mlp(epochs=40, seed=0), "champion MLP")
-    challenger = register_torch_model(registry, train_mlp(epochs=60, seed=1), "challenger MLP")
+    faulty = register_pyfunc_model(
+        registry, LinearModel(demo_weights(), 0.0, Faults(error_rate=0.25)),
+        "faulty challenger: raises on 25% of requests")
+    good = register_torch_model(registry, train_mlp(epochs=60, seed=1), "challenger MLP")
     registry.set_alias(CHAMPION, champion.version, actor="demo", reason="initial champion")
-    registry.set_alias(CHALLENGER, challenger.version, actor="demo", reason="new candidate")
-    _step(f"registered champion v{champion.version} and challenger v{challenger.version}")
-    cfg = GatewayConfig(http=HttpConfig(port=port),
-                        routing=RoutingConfig(challenger_weight=20.0))
-    _step("starting a local Ray instance and the gateway")
+    registry.delete_alias(CHALLENGER, actor="demo", reason="demo starts clean")
+    _step(f"registered champion v{champion.version}, a faulty challenger v{faulty.version} "
+          f"and a good challenger v{good.version}")
+    cfg = demo_config(port)
     init_ray()
+    ok = False
     try:
         deploy(cfg, registry.tracking_uri)
         print_urls(cfg)
-        _step(f"driving {rate:g} req/s for {duration_s:g}s (20% to the challenger)")
-        url = f"http://{cfg.http.host}:{cfg.http.port}/v1/predict"
-        stats = asyncio.run(drive(url, duration_s, rate, TrafficStats()))
-        _summary(stats, champion, challenger)
+        base = f"http://{cfg.http.host}:{cfg.http.port}"
+        headers = {"authorization": f"Bearer {token}"}
+        acts = ((faulty, "rolled_back", "act 1: a faulty challenger"),
+                (good, "promoted", "act 2: a good challenger"))
+        results = []
+        stats = TrafficStats()
+        for ref, goal, title in acts:
+            _step(f"{title}: pointing the challenger alias at v{ref.version}; "
+                  f"{rate:g} req/s of live traffic")
+            registry.set_alias(CHALLENGER, ref.version, actor="demo", reason=title)
+            watch = asyncio.run(drive(base, duration_s, rate, stats, admin_headers=headers,
+                                      done=_ended(ref.version)))
+            view = watch.view
+            results.append(view.get("phase") == goal)
+            print(f"  -> {view.get('phase')}: {view.get('reason') or '-'}")
+        _summary(stats, registry)
+        ok = all(results) and stats.errors == 0
         teardown(cfg)
     finally:
         import ray
 
         ray.shutdown()
-    _step(f"done in {time.monotonic() - started:.0f}s")
-    return 0 if stats.sent and stats.errors == 0 else 1
+    _step(f"done in {time.monotonic() - started:.0f}s: "
+          + ("faulty challenger rolled back, good challenger promoted, zero client errors"
+             if ok else "the story did not go as expected (see above)"))
+    return 0 if ok else 1
 
 
-def _summary(stats: TrafficStats, champion: ModelRef, challenger: ModelRef) -> None:
+def _ended(version: str) -> Callable[[dict[str, Any]], bool]:
+    def done(view: dict[str, Any]) -> bool:
+        rollout = view.get("rollout_id") or ""
+        return f"-v{version}-" in rollout and view.get("phase") in (
+            "rolled_back", "promoted", "failed", "paused")
+    return done
+
+
+def _summary(stats: TrafficStats, registry: ModelRegistry) -> None:
     print()
-    print(f"  {'arm':<12}{'model version':>14}{'requests':>10}{'share':>8}")
-    for arm, ref in (("champion", champion), ("challenger", challenger)):
-        n = stats.arms[arm]
-        share = n / stats.sent if stats.sent else 0.0
-        print(f"  {arm:<12}{ref.version:>14}{n:>10}{share:>8.1%}")
-    print(f"  non-2xx answers: {stats.errors}   p50 latency: {stats.p50_ms():.1f} ms")
+    print(f"  requests: {stats.sent}   non-2xx answers: {stats.errors}   "
+          f"p50 latency: {stats.p50_ms():.1f} ms")
+    print("  answers by model version: "
+          + ", ".join(f"v{v}: {n}" for v, n in sorted(stats.versions.items())))
+    print("  MLflow aliases now: "
+          + ", ".join(f"{a} -> v{v}" for a, v in sorted(registry.aliases().items())))
+    print("  audit trail: .gateway/audit.jsonl; rollout runs: MLflow experiment "
+          "'champion-gateway-rollouts'")

@@ -1,4 +1,5 @@
-"""A bounded load generator for the demo: loopback only, fixed rate, fixed duration."""
+"""A bounded load generator for the demo: loopback only, fixed rate, bounded duration,
+with a live one-line view of the rollout (phase, weight, guards)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,36 +37,44 @@ class TrafficStats:
         return statistics.median(self.latencies_ms) if self.latencies_ms else 0.0
 
 
-async def drive(url: str, duration_s: float, rate: float, stats: TrafficStats,
-                progress: bool = True, seed: int = 0) -> TrafficStats:
-    """Send `rate` requests per second for `duration_s` seconds (at most), then stop."""
+@dataclass
+class Watch:
+    """The latest admin view, refreshed while traffic runs."""
+
+    view: dict[str, Any] = field(default_factory=dict)
+
+
+async def drive(base_url: str, max_s: float, rate: float, stats: TrafficStats,
+                done: Callable[[dict[str, Any]], bool] | None = None,
+                admin_headers: dict[str, str] | None = None, seed: int = 0) -> Watch:
+    """Send `rate` req/s until `done(view)` is true or `max_s` seconds pass."""
     rng = np.random.default_rng(seed)
+    watch = Watch()
     interval = 1.0 / rate
-    deadline = time.monotonic() + duration_s
+    deadline = time.monotonic() + max_s
     pending: set[asyncio.Task[None]] = set()
-    async with httpx.AsyncClient(timeout=30.0) as client:
-        next_at, last_print = time.monotonic(), 0.0
-        while time.monotonic() < deadline:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as client:
+        poller = asyncio.ensure_future(_poll(client, watch, admin_headers or {}, stats))
+        next_at = time.monotonic()
+        while time.monotonic() < deadline and not (done and watch.view and done(watch.view)):
             body = {"inputs": rng.normal(size=(1, N_FEATURES)).round(4).tolist()}
-            task = asyncio.ensure_future(_one(client, url, body, stats))
+            task = asyncio.ensure_future(_one(client, body, stats))
             pending.add(task)
             task.add_done_callback(pending.discard)
             next_at += interval
-            if progress and time.monotonic() - last_print >= 1.0:
-                last_print = time.monotonic()
-                _progress(stats, deadline)
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         await asyncio.gather(*pending, return_exceptions=True)
-    if progress:
-        _progress(stats, deadline, final=True)
-    return stats
+        poller.cancel()
+        await asyncio.gather(poller, return_exceptions=True)
+        watch.view = await _view(client, admin_headers or {}) or watch.view
+    _line(watch.view, stats, final=True)
+    return watch
 
 
-async def _one(client: httpx.AsyncClient, url: str, body: dict[str, Any],
-               stats: TrafficStats) -> None:
+async def _one(client: httpx.AsyncClient, body: dict[str, Any], stats: TrafficStats) -> None:
     start = time.perf_counter()
     try:
-        resp = await client.post(url, json=body)
+        resp = await client.post("/v1/predict", json=body)
     except httpx.HTTPError:
         stats.statuses[599] += 1
         return
@@ -74,10 +84,35 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict[str, Any],
     stats.versions[resp.headers.get("x-gateway-model-version", "none")] += 1
 
 
-def _progress(stats: TrafficStats, deadline: float, final: bool = False) -> None:
-    left = max(0.0, deadline - time.monotonic())
-    line = (f"\r  sent {stats.sent:5d} | champion {stats.arms['champion']:5d} | "
-            f"challenger {stats.arms['challenger']:5d} | errors {stats.errors:3d} | "
-            f"p50 {stats.p50_ms():6.1f} ms | {left:4.0f}s left ")
-    sys.stdout.write(line + ("\n" if final else ""))
+async def _view(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any] | None:
+    try:
+        resp = await client.get("/admin/rollout", headers=headers)
+        return dict(resp.json()) if resp.status_code == 200 else None
+    except httpx.HTTPError:
+        return None
+
+
+async def _poll(client: httpx.AsyncClient, watch: Watch, headers: dict[str, str],
+                stats: TrafficStats) -> None:
+    while True:
+        watch.view = await _view(client, headers) or watch.view
+        _line(watch.view, stats)
+        await asyncio.sleep(0.5)
+
+
+def _line(view: dict[str, Any], stats: TrafficStats, final: bool = False) -> None:
+    table = view.get("table", {})
+    step, steps = view.get("step"), view.get("steps") or []
+    where = f" {step + 1}/{len(steps)}" if step is not None and steps else ""
+    verdict = view.get("verdict") or {}
+    guards = " ".join(f"{r['guard']}:{r['state'][:4]}" for r in verdict.get("results", [])
+                      if r.get("signal", True) and r["guard"] in _SHOWN)
+    weight = table.get("challenger_weight", 0)
+    line = (f"\r  {view.get('phase', '?'):<11}{where:<5} weight {weight:>3.0f}%"
+            f" | sent {stats.sent:5d} champion {stats.arms['champion']:5d} challenger "
+            f"{stats.arms['challenger']:4d} non-2xx {stats.errors} | {guards}")
+    sys.stdout.write(line[:160].ljust(160) + ("\n" if final else ""))
     sys.stdout.flush()
+
+
+_SHOWN = ("error_rate", "latency_p95", "output_drift", "throughput")

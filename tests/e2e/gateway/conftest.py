@@ -34,6 +34,6 @@ def models(registry: ModelRegistry) -> dict[str, ModelRef]:
 @pytest.fixture(scope="module")
 def healthy_app(ray_serve: str, registry: ModelRegistry,
                 models: dict[str, ModelRef]) -> Iterator[Deployed]:
-    cfg = replace(gateway_config({"routing": {"challenger_weight": 30.0}}), app_name="gw-healthy")
+    cfg = replace(gateway_config(weight=30.0), app_name="gw-healthy")
     with deployed(ray_serve, registry, models["v1"], models["v2"], cfg) as app:
         yield app

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,16 +27,40 @@ def linear(faults: Faults | None = None, scale: float = 1.0) -> LinearModel:
     return LinearModel([w * scale for w in demo_weights()], 0.1, faults)
 
 
-def gateway_config(overrides: dict[str, Any] | None = None) -> GatewayConfig:
+def holding_policy(weight: float) -> dict[str, Any]:
+    """A rollout that loads the challenger, gives it `weight`% and stays there."""
+    return {"steps": [{"weight": weight, "min_requests": 10**9, "min_duration_s": 10**6}],
+            "auto_promote": False}
+
+
+def gateway_config(overrides: dict[str, Any] | None = None, *, weight: float = 30.0,
+                   judged: bool = False) -> GatewayConfig:
+    """Small replicas, a private supervisor and audit log; by default a holding rollout with
+    no guards (serving-core tests), or the default guards with `judged=True`."""
     base: dict[str, Any] = {
         "ingress": {"num_cpus": 0.1},
         "slots": {"num_cpus": 0.1, "health_check_timeout_s": 60},
         "control": {"supervisor_name": f"sup-{uuid.uuid4().hex[:8]}",
-                    "long_poll_timeout_s": 5.0},
+                    "long_poll_timeout_s": 5.0, "flush_interval_s": 0.05},
+        "rollout": holding_policy(weight),
+        "supervisor": {"tick_s": 0.1, "registry_poll_s": 0.2,
+                       "audit_path": str(Path(tempfile.mkdtemp()) / "audit.jsonl")},
     }
+    if not judged:
+        base["triggers"] = []
     for key, value in (overrides or {}).items():
-        base[key] = {**base.get(key, {}), **value}
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
     return parse_config(base)
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
 
 
 class Deployed:
@@ -53,10 +79,20 @@ class Deployed:
         headers = {"authorization": f"Bearer {given}"}
         return self.client.request(method, path, headers=headers, **kw)
 
+    def status(self) -> dict[str, Any]:
+        resp = self.admin("GET", "/admin/rollout")
+        assert resp.status_code == 200, resp.text
+        return dict(resp.json())
+
+    def wait_phase(self, phase: str, timeout_s: float = 90.0) -> dict[str, Any]:
+        return dict(wait_for(lambda: (s := self.status())["phase"] == phase and s,
+                             timeout_s, f"phase {phase}"))
+
 
 @contextlib.contextmanager
 def deployed(ray_serve: str, registry: ModelRegistry, champion: ModelRef,
-             challenger: ModelRef | None, cfg: GatewayConfig) -> Iterator[Deployed]:
+             challenger: ModelRef | None, cfg: GatewayConfig,
+             wait_phase: str | None = "canary") -> Iterator[Deployed]:
     from ray import serve
 
     from gateway.app import build_app, teardown
@@ -71,6 +107,8 @@ def deployed(ray_serve: str, registry: ModelRegistry, champion: ModelRef,
     serve.run(build_app(cfg, registry.tracking_uri), name=cfg.app_name, route_prefix="/")
     app = Deployed(ray_serve, cfg, registry)
     try:
+        if challenger is not None and wait_phase:
+            app.wait_phase(wait_phase)
         yield app
     finally:
         app.client.close()

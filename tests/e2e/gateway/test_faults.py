@@ -15,7 +15,9 @@ pytestmark = pytest.mark.slow
 
 def test_failover_serves_every_request_while_the_challenger_raises(
         ray_serve: str, registry: Any, models: dict[str, Any]) -> None:
-    cfg = replace(gateway_config({"routing": {"challenger_weight": 50.0}}), app_name="gw-faulty")
+    # No judge at all (not even the catastrophic fast path): failover alone is under test.
+    cfg = replace(gateway_config({"judge": {"catastrophic_run": 10**9}}, weight=50.0),
+                  app_name="gw-faulty")
     with deployed(ray_serve, registry, models["v1"], models["raises"], cfg) as app:
         responses = blast(app.url, 300, concurrency=8)
         assert Counter(r.status_code for r in responses) == {200: 300}
@@ -27,8 +29,9 @@ def test_failover_serves_every_request_while_the_challenger_raises(
 
 def test_challenger_timeout_fails_over_to_the_champion(
         ray_serve: str, registry: Any, models: dict[str, Any]) -> None:
-    cfg = replace(gateway_config({"routing": {"challenger_weight": 100.0},
-                               "timeouts": {"challenger_s": 0.2}}), app_name="gw-slow")
+    cfg = replace(gateway_config({"timeouts": {"challenger_s": 0.2},
+                                 "judge": {"catastrophic_run": 10**9}}, weight=100.0),
+                  app_name="gw-slow")
     with deployed(ray_serve, registry, models["v1"], models["slow"], cfg) as app:
         responses = [app.predict() for _ in range(5)]
         assert [r.status_code for r in responses] == [200] * 5
@@ -38,7 +41,7 @@ def test_challenger_timeout_fails_over_to_the_champion(
 
 def test_champion_failure_is_a_clear_502(
         ray_serve: str, registry: Any, models: dict[str, Any]) -> None:
-    cfg = replace(gateway_config({"routing": {"challenger_weight": 0.0}}), app_name="gw-badchamp")
+    cfg = replace(gateway_config(), app_name="gw-badchamp")
     with deployed(ray_serve, registry, models["raises"], None, cfg) as app:
         resp = app.predict()
         assert resp.status_code == 502
@@ -50,7 +53,7 @@ def test_dead_challenger_replica_fails_over(
         ray_serve: str, registry: Any, models: dict[str, Any]) -> None:
     import ray
 
-    cfg = replace(gateway_config({"routing": {"challenger_weight": 100.0}}), app_name="gw-dead")
+    cfg = replace(gateway_config(weight=100.0), app_name="gw-dead")
     with deployed(ray_serve, registry, models["v1"], models["v2"], cfg) as app:
         assert app.predict().headers["x-gateway-arm"] == "challenger"
         victims = [a for a in ray.util.list_named_actors(all_namespaces=True)

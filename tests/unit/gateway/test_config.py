@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[3]
 def test_defaults_are_valid_and_fractional() -> None:
     cfg = GatewayConfig()
     assert cfg.slots.num_cpus < 1 and cfg.ingress.num_cpus < 1
-    assert cfg.routing.mode == "split"
+    assert cfg.routing.sticky_header == "x-gateway-key"
+    assert cfg.rollout.steps[0].weight < cfg.rollout.steps[-1].weight
 
 
 def test_shipped_config_files_load() -> None:
@@ -24,8 +25,12 @@ def test_shipped_config_files_load() -> None:
 @pytest.mark.parametrize(("data", "message"), [
     ({"slots": {"num_cpus": -1}}, "slots.num_cpus: must be >= 0.0, got -1"),
     ({"http": {"port": 70000}}, "http.port: must be <= 65535"),
-    ({"routing": {"challenger_weight": 150}}, "routing.challenger_weight: must be <= 100.0"),
-    ({"routing": {"mode": "random"}}, "routing.mode: must be one of"),
+    ({"rollout": {"steps": [{"weight": 150}]}}, "rollout.steps[0].weight: must be <= 100.0"),
+    ({"rollout": {"steps": [{"weight": 50}, {"weight": 10}]}}, "weights must strictly increase"),
+    ({"rollout": {"on_deadline": "ignore"}}, "rollout.on_deadline: must be one of"),
+    ({"judge": {"alpha": 2}}, "judge: JudgeContext.alpha must be in (0, 1)"),
+    ({"triggers": [{"guard": "nope"}]}, "triggers[0].guard"),
+    ({"alerts": [{"type": "email"}]}, "alerts[0].type: must be one of"),
     ({"timeouts": {"champion_s": 0}}, "timeouts.champion_s: must be > 0.0"),
     ({"slots": {"num_replicas": 1.5}}, "slots.num_replicas: expected an integer"),
     ({"admin": {"allow_unauthenticated": "yes"}}, "admin.allow_unauthenticated: expected true"),
