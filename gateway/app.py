@@ -14,6 +14,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
+from gateway.alerts import make_notifiers
 from gateway.config import GatewayConfig, load_config, parse_config
 from gateway.ingress import Ingress
 from gateway.model_server import ModelServer
@@ -37,7 +38,12 @@ def build_app(cfg: GatewayConfig, tracking_uri: str | None = None) -> Applicatio
     uri = resolve_tracking_uri(tracking_uri or cfg.model.tracking_uri)
     registry = ModelRegistry(cfg.model.name, tracking_uri=uri)
     table = initial_table(registry)
-    cfg.admin_token()  # fail here, in the caller's terminal, rather than in a replica
+    # Fail here, in the caller's terminal, rather than in a replica or the supervisor.
+    cfg.admin_token()
+    for notifier in make_notifiers(cfg.alerts):
+        close = getattr(notifier, "close", None)
+        if close is not None:
+            close()
     sup = get_or_create_supervisor(cfg, uri, table)
     # Slots and ingress start from the supervisor's table: it may be resuming a rollout.
     table = RoutingTable.from_dict(ray.get(sup.get_table.remote()))

@@ -21,7 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     cfg.admin_token()
-    init_ray(address=args.address)
+    init_ray(cfg, address=args.address)
     deploy(cfg, args.tracking_uri)
     print_urls(cfg)
     print("serving; press Ctrl-C to stop", flush=True)
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train, register, serve and drive traffic locally")
     d.add_argument("--duration", type=float, default=60.0,
                    help="at most this many seconds of traffic per act")
-    d.add_argument("--rate", type=float, default=80.0, help="requests per second")
+    d.add_argument("--rate", type=float, default=50.0, help="requests per second")
     d.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1")
     d.set_defaults(func=_demo)
     st = sub.add_parser("status", help="show the live rollout: phase, weights, guards")

@@ -98,6 +98,12 @@ class FeedbackConfig:
 
 
 @dataclass(frozen=True)
+class ObservabilityConfig:
+    # Ray's Prometheus export port when `gateway serve`/`demo` start a local Ray instance.
+    metrics_export_port: int = bounded(8080, ge=1, le=65535)
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     app_name: str = "champion-gateway"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -116,6 +122,7 @@ class GatewayConfig:
     # {guard, threshold?, severity?, action?, params?} validated by guards.parse_triggers.
     triggers: tuple[dict[str, Any], ...] | None = None
     alerts: tuple[AlertSpec, ...] = ()
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
 
     def __post_init__(self) -> None:
         if self.triggers is not None:

@@ -32,6 +32,15 @@ log = logging.getLogger("champion_gateway.effects")
 VERDICT_TAG = "gateway.verdict"
 
 
+def _failing_guard(verdict: Any) -> str | None:
+    if not verdict:
+        return None
+    if verdict.get("catastrophic"):
+        return "catastrophic"
+    return next((r["guard"] for r in verdict.get("results", []) if r.get("state") == "fail"),
+                None)
+
+
 @contextlib.contextmanager
 def _isolated(what: str) -> Iterator[None]:
     try:
@@ -55,16 +64,17 @@ class EffectRunner:
 
     # --- called by the supervisor ----------------------------------------------------------
 
-    def after_transition(self, old: ro.RolloutState, new: ro.RolloutState, event: ro.Event,
-                         table_to: int, table_from: int, champion: ArmWindow,
-                         challenger: ArmWindow) -> None:
-        """Registry, then audit and MLflow run, then alert (routing already changed)."""
+    def record(self, old: ro.RolloutState, new: ro.RolloutState, event: ro.Event,
+               table_to: int, table_from: int) -> None:
+        """The durable record, right after the routing change: registry, then audit log."""
         with _isolated(f"registry update for {event.name}"):
             self._update_registry(old, new, event)
         with _isolated("audit record"):
             self._audit.append(self._record(old, new, event, table_from, table_to))
-        with _isolated("MLflow rollout run"):
-            self._track_run(old, new, event, champion, challenger)
+
+    def notify_and_track(self, old: ro.RolloutState, new: ro.RolloutState, event: ro.Event,
+                         champion: ArmWindow, challenger: ArmWindow) -> None:
+        """Then the alert, then the MLflow rollout run (seconds: reports, artifacts)."""
         if event.alert:
             with _isolated("alert"):
                 self._alerts.dispatch(self._alert(old, new, event))
@@ -72,6 +82,8 @@ class EffectRunner:
                 and event.action.value == "rollback_and_scale":
             log.warning("rollback_and_scale: the champion needs more capacity; scale the "
                         "%s deployment (slot_%s)", self._cfg.app_name, new.champion_slot)
+        with _isolated("MLflow rollout run"):
+            self._track_run(old, new, event, champion, challenger)
 
     def audit_manual(self, state: ro.RolloutState, actor: str, reason: str,
                      table_version: int) -> None:
@@ -84,6 +96,37 @@ class EffectRunner:
         metrics = get_metrics()
         for r in verdict.results:
             metrics.guard(r.guard, r.state.value, r.value, r.threshold)
+
+    def record_event_metrics(self, event: ro.Event) -> None:
+        """Verdicts that moved the rollout, and rollbacks, by a short reason code."""
+        metrics = get_metrics()
+        guard = _failing_guard(event.verdict)
+        if event.verdict is not None or event.action is not None:
+            metrics.verdict(event.action.value if event.action else event.name,
+                            guard or event.name)
+        if event.name in ("rolled_back", "restored"):
+            cause = "guard" if guard else ("manual" if event.actor != "supervisor"
+                                           else "deadline")
+            metrics.rollback(cause, guard or "none")
+
+    def record_arm_metrics(self, state: ro.RolloutState, champion: ArmWindow,
+                           challenger: ArmWindow, resources: ResourceReadings | None) -> None:
+        """Cost per inference and memory per arm (gauges), refreshed every control tick."""
+        metrics = get_metrics()
+        price = self._cfg.judge.price_per_replica_second
+        arms = (("champion", state.champion, champion,
+                 resources.champion if resources else None),
+                ("challenger", state.challenger, challenger,
+                 resources.challenger if resources else None))
+        device = self._sampler.latest()
+        label = device.devices[0].device if device and device.devices else "cpu"
+        for arm, ref, window, res in arms:
+            if ref is None:
+                continue
+            if price is not None and window.n_requests:
+                metrics.cost(arm, ref.version, price * window.busy_s / window.n_requests)
+            if res is not None:
+                metrics.memory(arm, ref.version, label, res.used_bytes, res.total_bytes)
 
     def watch_pid(self, slot: str, replica_id: str, pid: Any) -> None:
         if isinstance(pid, int):

@@ -133,6 +133,12 @@ class Ingress:
             self.counts[("challenger", "failover")] += 1
             self._metrics.failover(self._version(table, Arm.CHALLENGER))
         call = await self._call(table, Arm.CHAMPION, inputs)
+        current = self._watcher.current
+        if call.outcome == "unavailable" and current.version != table.version:
+            # The table changed while this request was in flight (roles flipped): ask the
+            # champion of the new table.
+            table = current
+            call = await self._call(table, Arm.CHAMPION, inputs)
         self._observe(table, Arm.CHAMPION, call)
         return Arm.CHAMPION, call
 
@@ -233,7 +239,11 @@ class Ingress:
 
     async def _healthz(self, request: Request) -> Response:
         table = self._watcher.current
-        return json_response({"status": "ok", "table_version": table.version})
+        # Per replica: which table it applies (the rollback benchmark samples this).
+        return json_response({"status": "ok", "replica": self._replica_id,
+                              "table_version": table.version,
+                              "challenger_weight": table.challenger_weight,
+                              "mode": table.mode.value})
 
     async def _feedback(self, request: Request) -> Response:
         body = parse_json_object(await read_body(request, self._cfg.http.max_body_bytes))

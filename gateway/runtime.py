@@ -11,8 +11,9 @@ from gateway.config import GatewayConfig
 os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 
 
-def init_ray(address: str | None = None, **kwargs: Any) -> Any:
-    """Connect to `address` (or RAY_ADDRESS), else start a local instance."""
+def init_ray(cfg: GatewayConfig, address: str | None = None, **kwargs: Any) -> Any:
+    """Connect to `address` (or RAY_ADDRESS), else start a local instance with the
+    dashboard and Prometheus metrics export on loopback."""
     import ray
 
     if ray.is_initialized():
@@ -22,6 +23,7 @@ def init_ray(address: str | None = None, **kwargs: Any) -> Any:
         return ray.init(address=addr, **kwargs)
     kwargs.setdefault("include_dashboard", True)
     kwargs.setdefault("dashboard_host", "127.0.0.1")
+    kwargs.setdefault("_metrics_export_port", cfg.observability.metrics_export_port)
     return ray.init(**kwargs)
 
 
@@ -47,4 +49,7 @@ def print_urls(cfg: GatewayConfig) -> None:
     print(f"admin:          {base}/admin/rollout  (token from ${cfg.admin.token_env})")
     url = dashboard_url()
     if url:
-        print(f"ray dashboard:  {url}")
+        print(f"ray dashboard:  {url}   (Serve and metrics views)")
+    port = cfg.observability.metrics_export_port
+    print(f"prometheus:     http://127.0.0.1:{port}/metrics   (ray_gateway_* series; "
+          "Grafana dashboard: configs/grafana/champion-gateway.json)")

@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 import ray
@@ -51,6 +52,7 @@ class Supervisor:
 
     def __init__(self, config: dict[str, Any], tracking_uri: str,
                  initial_table: dict[str, Any]) -> None:
+        _log_to_stderr()
         self._cfg: GatewayConfig = parse_config(config)
         self._policy = self._cfg.rollout
         self._state_tag = f"{STATE_TAG}.{self._cfg.app_name}"
@@ -69,6 +71,7 @@ class Supervisor:
         self._seen_challenger: str | None = None
         self._last_poll = 0.0
         self._lock = asyncio.Lock()
+        self._effects_chain: asyncio.Future[None] | None = None
         get_metrics().phase(self._state.phase.value)
 
     # --- state persistence ---------------------------------------------------------------
@@ -209,31 +212,53 @@ class Supervisor:
         if tr.event is None and new == old:
             return
         event = tr.event
+        before = self._table.version
         ends_rollout = event is not None and event.name in ("rolled_back", "load_failed",
                                                             "restored")
         if ends_rollout:
-            # First, and at once: every replica stops sending traffic to the challenger.
-            await self._publish(ro.table_for(old, self._policy, 0).evolve(
-                challenger_weight=0.0, mode=Mode.PINNED))
+            # First, and at once: every replica routes by the new state, while every model
+            # the old state served stays loaded, so no request in flight loses its slot.
+            # The slot is released last, after the registry, audit and alert.
+            kept = {s: new.slot_models.get(s) or old.slot_models.get(s)
+                    for s in set(old.slot_models) | set(new.slot_models)}
+            await self._publish(ro.table_for(replace(new, slot_models=kept), self._policy, 0))
         else:
             await self._publish(ro.table_for(new, self._policy, 0))
         self._state = new
         if new.phase not in ro.JUDGED:
             self._judge = None
         get_metrics().phase(new.phase.value)
-        if event is None:
+        if event is not None:
+            self._effects.record_event_metrics(event)
+            log.info(json.dumps({"event": "rollout." + event.name, "rollout_id": new.rollout_id,
+                                 "phase_from": old.phase.value, "phase_to": new.phase.value,
+                                 "actor": event.actor, "reason": event.reason}))
+        # Durable before anything else runs: persisted state (a restart resumes exactly
+        # here), registry aliases and tags, the audit record.
+        try:
             await asyncio.to_thread(self._persist, new)
+        except Exception:
+            log.exception("could not persist rollout state")
+        if event is None:
             return
-        log.info(json.dumps({"event": "rollout." + event.name, "rollout_id": new.rollout_id,
-                             "phase_from": old.phase.value, "phase_to": new.phase.value,
-                             "actor": event.actor, "reason": event.reason}))
-        table_before = self._table.version
-        await asyncio.to_thread(self._persist, new)
+        await asyncio.to_thread(self._effects.record, old, new, event, self._table.version,
+                                before)
+        # The rest (alerts, seconds of MLflow and report work) runs behind the control loop,
+        # one transition after another, so the loop keeps judging and watching meanwhile.
         champion, challenger = self._arm_windows()
-        await asyncio.to_thread(self._effects.after_transition, old, new, event,
-                                self._table.version, table_before, champion, challenger)
-        if ends_rollout:
-            await self._publish(ro.table_for(new, self._policy, 0))  # release the slot
+        previous = self._effects_chain
+        self._effects_chain = asyncio.ensure_future(self._after(
+            previous, old, new, event, champion.copy(), challenger.copy(), ends_rollout))
+
+    async def _after(self, previous: asyncio.Future[None] | None, old: ro.RolloutState,
+                     new: ro.RolloutState, event: ro.Event, champion: ArmWindow,
+                     challenger: ArmWindow, release: bool) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        await asyncio.to_thread(self._effects.notify_and_track, old, new, event, champion,
+                                challenger)
+        if release:  # last: release the challenger's slot (whatever the state is by now)
+            await self._publish(ro.table_for(self._state, self._policy, 0))
 
     # --- the control loop ------------------------------------------------------------------
 
@@ -253,6 +278,9 @@ class Supervisor:
             self._last_poll = now
             await self._watch_registry()
         phase = self._state.phase
+        champion, challenger = self._arm_windows()
+        self._effects.record_arm_metrics(self._state, champion, challenger,
+                                         self._effects.resources(self._state))
         if phase is ro.Phase.LOADING:
             await self._check_loading(now)
         elif phase in ro.JUDGED:
@@ -367,6 +395,16 @@ class Supervisor:
         if self._loop_task is not None:
             self._loop_task.cancel()
         await asyncio.to_thread(self._effects.close)
+
+
+def _log_to_stderr() -> None:
+    """Rollout events as JSON lines on the actor's stderr, which the Ray dashboard shows."""
+    root = logging.getLogger("champion_gateway")
+    root.setLevel(logging.INFO)
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        root.addHandler(handler)
 
 
 def get_or_create_supervisor(cfg: GatewayConfig, tracking_uri: str,

@@ -17,6 +17,7 @@ import pytest
 ADMIN_TOKEN = "test-admin-token-0123456789"
 # Replicas inherit the environment of the process that starts Ray: set it before Ray starts.
 os.environ["GATEWAY_ADMIN_TOKEN"] = ADMIN_TOKEN
+os.environ["GATEWAY_TEST_PD_KEY"] = "pd-routing-key"  # read by the supervisor's PagerDuty notifier
 os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

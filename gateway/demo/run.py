@@ -76,8 +76,8 @@ def _step(msg: str) -> None:
     print(f"==> {msg}", flush=True)
 
 
-DEMO_POLICY = RolloutPolicy(steps=(Step(20.0, 150, 3.0), Step(50.0, 150, 3.0),
-                                   Step(80.0, 150, 3.0)), rollback_window_s=30.0)
+DEMO_POLICY = RolloutPolicy(steps=(Step(25.0, 100, 3.0), Step(50.0, 100, 3.0),
+                                   Step(75.0, 100, 3.0)), rollback_window_s=30.0)
 
 
 def demo_config(port: int) -> GatewayConfig:
@@ -89,7 +89,7 @@ def demo_config(port: int) -> GatewayConfig:
                                     audit_path=str(Path(".gateway/audit.jsonl").resolve())))
 
 
-def run_demo(duration_s: float = 60.0, rate: float = 80.0, port: int = 8000) -> int:
+def run_demo(duration_s: float = 60.0, rate: float = 50.0, port: int = 8000) -> int:
     from gateway.app import deploy, teardown
     from gateway.runtime import init_ray, print_urls
 
@@ -107,7 +107,7 @@ def run_demo(duration_s: float = 60.0, rate: float = 80.0, port: int = 8000) -> 
     _step(f"registered champion v{champion.version}, a faulty challenger v{faulty.version} "
           f"and a good challenger v{good.version}")
     cfg = demo_config(port)
-    init_ray()
+    init_ray(cfg)
     ok = False
     try:
         deploy(cfg, registry.tracking_uri)

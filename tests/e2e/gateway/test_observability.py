@@ -1,0 +1,104 @@
+"""What SREs see: the gateway's metrics on Ray's Prometheus endpoint, scraped for real and
+parsed with prometheus_client, and the Grafana dashboard's queries checked against them."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import metrics as gm
+from gateway.demo.models import Faults
+from gateway.demo.run import register_pyfunc_model
+from model_registry.refs import CHALLENGER
+from model_registry.registry import ModelRegistry
+from tests.e2e.gateway.harness import deployed, gateway_config, linear, wait_for
+
+pytestmark = pytest.mark.slow
+DASHBOARD = Path(__file__).resolve().parents[3] / "configs" / "grafana" / "champion-gateway.json"
+# Recorded only for LLM calls (TTFT, time per output token, output tokens): the scrape of a
+# regression model's traffic cannot show them.
+LLM_ONLY = {gm.TTFT.exported, gm.TPOT.exported, gm.OUTPUT_TOKENS.exported}
+N_REQUESTS = 120
+
+
+@pytest.fixture(scope="module")
+def scraped(ray_serve: str, registry: ModelRegistry, metrics_port: int) -> dict[str, Any]:
+    """Serve N requests on a fresh champion version, then roll back a failing challenger,
+    then scrape until every gateway series has been exported."""
+    champion = register_pyfunc_model(registry, linear(scale=0.97), "metrics champion")
+    bad = register_pyfunc_model(registry, linear(Faults(error_rate=1.0), scale=0.98),
+                                "metrics challenger")
+    overrides = {"rollout": {"steps": [{"weight": 50.0, "min_requests": 10**9,
+                                        "min_duration_s": 10**6}]},
+                 "judge": {"price_per_replica_second": 0.002},
+                 "supervisor": {"resource_interval_s": 0.5}}
+    cfg = replace(gateway_config(overrides, judged=True), app_name="gw-metrics")
+    url = gm.metrics_url(metrics_port)
+    with deployed(ray_serve, registry, champion, None, cfg) as app:
+        statuses = [app.predict().status_code for _ in range(N_REQUESTS)]
+        assert statuses == [200] * N_REQUESTS
+        counted = gm.scrape_until(url, lambda p: gm.total(
+            p, "ray_gateway_requests_total", model_version=champion.version) >= N_REQUESTS)
+        registry.set_alias(CHALLENGER, bad.version, actor="test", reason="metrics")
+        wait_for(lambda: app.status()["phase"] == "rolled_back", 60, "the rollback")
+        for _ in range(20):
+            app.predict()
+        time.sleep(1.0)
+        final = gm.scrape_until(url, lambda p: all(
+            gm.select(p, name) for name in _expected_series()), timeout_s=45)
+    return {"counted": counted, "final": final, "champion": champion, "bad": bad}
+
+
+def _expected_series() -> list[str]:
+    names = []
+    for spec in gm.SPECS:
+        if spec.exported in LLM_ONLY:
+            continue
+        names.append(spec.exported + ("_count" if spec.kind is gm.Kind.HISTOGRAM else ""))
+    return names
+
+
+def test_request_counts_match_what_was_sent(scraped: dict[str, Any]) -> None:
+    version = scraped["champion"].version
+    parsed = scraped["counted"]
+    assert gm.total(parsed, "ray_gateway_requests_total", model_version=version,
+                    arm="champion", outcome="ok") == N_REQUESTS
+    assert gm.total(parsed, "ray_gateway_request_latency_seconds_count",
+                    model_version=version, arm="champion") == N_REQUESTS
+
+
+def test_every_gateway_metric_is_exported_with_its_tags(scraped: dict[str, Any]) -> None:
+    parsed, bad = scraped["final"], scraped["bad"]
+    for name in _expected_series():
+        assert gm.select(parsed, name), f"{name} missing from the scrape"
+    assert gm.total(parsed, "ray_gateway_requests_total", arm="challenger",
+                    model_version=bad.version, outcome="server_error") >= 1
+    assert gm.total(parsed, "ray_gateway_failovers_total", model_version=bad.version) >= 1
+    rollbacks = gm.select(parsed, "ray_gateway_rollbacks_total")
+    assert any(s.labels.get("reason") == "guard" for s in rollbacks), rollbacks
+    phases = {s.labels["phase"]: s.value for s in gm.select(parsed, "ray_gateway_rollout_phase")}
+    assert phases.get("rolled_back") == 1.0, phases
+    states = {s.labels["guard"] for s in gm.select(parsed, "ray_gateway_guard_state")}
+    assert {"error_rate", "latency_p95"} <= states
+    weights = [s.value for s in gm.select(parsed, "ray_gateway_challenger_weight")]
+    assert weights and all(0.0 <= w <= 100.0 for w in weights)
+    cost = gm.select(parsed, "ray_gateway_cost_per_inference", arm="champion")
+    assert cost and all(0 < s.value < 1 for s in cost)
+    memory = gm.select(parsed, "ray_gateway_memory_used_bytes", device="cpu")
+    assert memory and all(s.value > 10 * 2**20 for s in memory)  # a replica's real RSS
+
+
+def test_every_dashboard_query_names_a_scraped_metric(scraped: dict[str, Any]) -> None:
+    found = set(scraped["final"])
+    text = json.dumps(json.loads(DASHBOARD.read_text()))
+    used = set(re.findall(r"ray_gateway_[a-z_]+", text))
+    assert used, "the dashboard queries no gateway metric"
+    llm_series = {n for spec in gm.SPECS if spec.exported in LLM_ONLY for n in spec.series}
+    missing = sorted(n for n in used - llm_series if n not in found)
+    assert not missing, f"dashboard metrics not in the live scrape: {missing}"
