@@ -16,6 +16,7 @@ import yaml
 from gateway.alerts import AlertSpec
 from gateway.configschema import bounded, load
 from gateway.errors import ConfigError
+from gateway.llm.evaluator import EvaluatorConfig
 from gateway.rollout import RolloutPolicy
 from guards.context import JudgeContext
 from guards.results import TriggerSpec
@@ -104,6 +105,11 @@ class ObservabilityConfig:
 
 
 @dataclass(frozen=True)
+class LlmConfig:
+    max_tokens_limit: int = bounded(1024, ge=1)  # larger max_tokens requests get 422
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     app_name: str = "champion-gateway"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -123,6 +129,9 @@ class GatewayConfig:
     triggers: tuple[dict[str, Any], ...] | None = None
     alerts: tuple[AlertSpec, ...] = ()
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
+    llm: LlmConfig = field(default_factory=LlmConfig)
+    # Sampling and scoring of LLM answers for the hallucination guard (off the request path).
+    hallucination: EvaluatorConfig = field(default_factory=EvaluatorConfig)
 
     def __post_init__(self) -> None:
         if self.triggers is not None:

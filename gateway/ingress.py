@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import time
 import uuid
 from collections import Counter
@@ -24,6 +26,8 @@ from gateway.http import (
     parse_json_object,
     read_body,
 )
+from gateway.ingress_llm import LLMRoutes
+from gateway.llm.evaluator import EvaluatorPool
 from gateway.metrics import get_metrics
 from gateway.routing import Arm, Mode, RoutingTable, choose_arm, parse_weight_update
 from gateway.supervisor import get_supervisor
@@ -48,7 +52,7 @@ class ArmCall:
     message: str = ""
 
 
-class Ingress:
+class Ingress(LLMRoutes):
     async def __init__(  # type: ignore[misc]  # Serve supports async constructors
             self, config: dict[str, Any], slot_a: Any, slot_b: Any,
             initial_table: dict[str, Any]) -> None:
@@ -56,8 +60,12 @@ class Ingress:
         # Raises ConfigError (the replica refuses to start) when no admin token is set and
         # unauthenticated admin was not explicitly allowed.
         self._token = self._cfg.admin_token()
-        self._slots = {"a": slot_a.options(method_name="predict"),
-                       "b": slot_b.options(method_name="predict")}
+        slots = {"a": slot_a, "b": slot_b}
+        self._handles = {method: {s: h.options(method_name=method) for s, h in slots.items()}
+                         for method in ("predict", "generate")}
+        self._stream_handles = {s: h.options(method_name="stream", stream=True)
+                                for s, h in slots.items()}
+        self._evaluator_pool: EvaluatorPool | None = None
         self._sticky_header = self._cfg.routing.sticky_header.lower()
         self._sup = get_supervisor(self._cfg.control.supervisor_name, self._cfg.control.namespace)
         self._metrics = get_metrics()
@@ -80,6 +88,8 @@ class Ingress:
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/predict"): self._predict,
             ("POST", "/v1/feedback"): self._feedback,
+            ("POST", "/v1/completions"): self._completions,
+            ("POST", "/v1/chat/completions"): self._chat,
             ("GET", "/healthz"): self._healthz,
             ("GET", "/admin/rollout"): self._admin_rollout,
             ("POST", "/admin/weights"): self._admin_weights,
@@ -116,15 +126,16 @@ class Ingress:
         table = self._watcher.current
         arm = choose_arm(table, request.headers.get(self._sticky_header))
         if table.mode is Mode.SHADOW and table.challenger_active:
-            self._spawn(self._shadow(table, inputs))
-        arm, call = await self._serve(table, arm, inputs)
+            self._spawn(self._shadow(table, inputs, "predict"))
+        arm, call = await self._serve(table, arm, inputs, "predict")
         if call.outcome == "ok" and call.reply is not None:
             self._served.append((request_id, str(call.reply["model"]["version"])))
         return self._answer(arm, call, request_id)
 
-    async def _serve(self, table: RoutingTable, arm: Arm, inputs: Any) -> tuple[Arm, ArmCall]:
+    async def _serve(self, table: RoutingTable, arm: Arm, inputs: Any,
+                     method: str) -> tuple[Arm, ArmCall]:
         if arm is Arm.CHALLENGER:
-            call = await self._call(table, Arm.CHALLENGER, inputs)
+            call = await self._call(table, Arm.CHALLENGER, inputs, method)
             self._observe(table, Arm.CHALLENGER, call)
             if call.outcome in ("ok", "client_error"):
                 return arm, call
@@ -132,26 +143,28 @@ class Ingress:
             # against the challenger.
             self.counts[("challenger", "failover")] += 1
             self._metrics.failover(self._version(table, Arm.CHALLENGER))
-        call = await self._call(table, Arm.CHAMPION, inputs)
+        call = await self._call(table, Arm.CHAMPION, inputs, method)
         current = self._watcher.current
         if call.outcome == "unavailable" and current.version != table.version:
             # The table changed while this request was in flight (roles flipped): ask the
             # champion of the new table.
             table = current
-            call = await self._call(table, Arm.CHAMPION, inputs)
+            call = await self._call(table, Arm.CHAMPION, inputs, method)
         self._observe(table, Arm.CHAMPION, call)
         return Arm.CHAMPION, call
 
-    async def _call(self, table: RoutingTable, arm: Arm, inputs: Any) -> ArmCall:
+    async def _call(self, table: RoutingTable, arm: Arm, inputs: Any,
+                    method: str = "predict") -> ArmCall:
         slot = table.slot_of(arm)
         if slot is None:
             return ArmCall(None, "unavailable", 0.0, f"no {arm.value} slot")
         timeout = (self._cfg.timeouts.champion_s if arm is Arm.CHAMPION
                    else self._cfg.timeouts.challenger_s)
         start = time.perf_counter()
-        response = self._slots[slot].remote(inputs)
+        response = self._handles[method][slot].remote(inputs)
         try:
-            reply = await asyncio.wait_for(response, timeout)
+            async with asyncio.timeout(timeout):  # no extra Task per call, unlike wait_for
+                reply = await response
         except TimeoutError:
             response.cancel()
             return ArmCall(None, "timeout", time.perf_counter() - start,
@@ -164,8 +177,8 @@ class Ingress:
             return ArmCall(reply, "ok", latency)
         return ArmCall(reply, reply.get("kind", "server_error"), latency, reply.get("message", ""))
 
-    async def _shadow(self, table: RoutingTable, inputs: Any) -> None:
-        call = await self._call(table, Arm.CHALLENGER, inputs)
+    async def _shadow(self, table: RoutingTable, inputs: Any, method: str) -> None:
+        call = await self._call(table, Arm.CHALLENGER, inputs, method)
         self._observe(table, Arm.CHALLENGER, call)
 
     @staticmethod
@@ -181,9 +194,7 @@ class Ingress:
             return
         reply = call.reply if call.outcome == "ok" else None
         version = str(reply["model"]["version"]) if reply else self._version(table, arm)
-        window = self._windows.get(version)
-        if window is None:
-            window = self._windows[version] = ArmWindow()
+        window = self._window(version)
         if reply is None:
             window.record(Observation(call.latency_s, outcome))
         else:
@@ -191,6 +202,18 @@ class Ingress:
                 call.latency_s, outcome, reply.get("output_summary"), reply.get("input_summary"),
                 reply.get("tokens_in", 0), reply.get("tokens_out", 0), reply.get("busy_s", 0.0)))
         self._metrics.request(arm.value, version, call.outcome, call.latency_s)
+
+    def _window(self, version: str) -> ArmWindow:
+        window = self._windows.get(version)
+        if window is None:
+            window = self._windows[version] = ArmWindow()
+        return window
+
+    def _evaluator(self) -> EvaluatorPool:
+        """Hallucination scoring actors, started on the first LLM answer with a context."""
+        if self._evaluator_pool is None:
+            self._evaluator_pool = EvaluatorPool(self._cfg.hallucination, self._sup)
+        return self._evaluator_pool
 
     async def _flush_loop(self) -> None:
         """Send window deltas to the supervisor, fire-and-forget: never awaited, so a slow or
@@ -272,6 +295,16 @@ class Ingress:
             view["supervisor"] = f"unreachable: {type(exc).__name__}"
         view["replica_counts"] = self._replica_counts()
         return json_response(view)
+
+    def describe(self) -> dict[str, Any]:
+        """This replica's view, for `DeploymentHandle.broadcast("describe")` (benchmarks,
+        debugging): which table it applies and what it has counted."""
+        table = self._watcher.current
+        return {"replica": self._replica_id, "pid": os.getpid(), "table_version": table.version,
+                "challenger_weight": table.challenger_weight, "mode": table.mode.value,
+                "counts": self._replica_counts(),
+                "evaluator": (dataclasses.asdict(self._evaluator_pool.stats())
+                              if self._evaluator_pool else None)}
 
     def _replica_counts(self) -> dict[str, int]:
         return {f"{a}.{o}": n for (a, o), n in sorted(self.counts.items())}

@@ -12,6 +12,8 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Any
 
 from ray import serve
@@ -20,6 +22,7 @@ from gateway.backends import Backend, make_backend
 from gateway.backends.common import flavors
 from gateway.config import GatewayConfig, parse_config
 from gateway.errors import InputError
+from gateway.llm.openai_api import GenerationRequest
 from gateway.routing import RoutingTable
 from gateway.supervisor import get_supervisor
 from gateway.tablewatch import TableWatcher
@@ -59,6 +62,7 @@ class ModelServer:
         self._replica_id = _replica_id()
         self._ref: ModelRef | None = None
         self._backend: Backend | None = None
+        self._textgen: Any = None
         self._error: str | None = None
         table = RoutingTable.from_dict(initial_table)
         self._sup = get_supervisor(self._cfg.control.supervisor_name, self._cfg.control.namespace)
@@ -75,7 +79,7 @@ class ModelServer:
 
     async def _assign(self, ref: ModelRef | None, *, required: bool) -> None:
         if ref is None:
-            self._ref, self._backend, self._error = None, None, None
+            self._ref, self._backend, self._error, self._textgen = None, None, None, None
             await self._report(healthy=True)
             return
         try:
@@ -84,10 +88,11 @@ class ModelServer:
             if required:  # the champion must load, or the app must not start
                 raise
             log.error("slot %s: %s", self._slot, exc)
-            self._ref, self._backend, self._error = ref, None, str(exc)
+            self._ref, self._backend, self._error, self._textgen = ref, None, str(exc), None
             await self._report(healthy=False)
             return
         self._ref, self._backend, self._error = ref, backend, None
+        self._textgen = text_generator(backend)
         log.info("slot %s serving %s version %s", self._slot, ref.name, ref.version)
         await self._report(healthy=True)
 
@@ -121,10 +126,66 @@ class ModelServer:
                 "tokens_in": pred.tokens_in, "tokens_out": pred.tokens_out,
                 "busy_s": time.perf_counter() - start}
 
+    async def generate(self, req: GenerationRequest) -> dict[str, Any]:
+        """One whole text generation (OpenAI endpoints without `stream`)."""
+        gen, ref = self._textgen, self._ref
+        if gen is None or ref is None:
+            return self._not_text()
+        start = time.perf_counter()
+        try:
+            result = await gen.generate(req)
+        except InputError as exc:
+            return {"ok": False, "kind": "client_error", "status": exc.status,
+                    "message": str(exc), "field": exc.field}
+        except Exception as exc:
+            return {"ok": False, "kind": "server_error", "status": 500,
+                    "message": f"model {ref.name} version {ref.version} failed: "
+                               f"{type(exc).__name__}: {exc}"}
+        return {"ok": True, "outputs": asdict(result),
+                "model": {"name": ref.name, "version": ref.version},
+                "tokens_in": result.prompt_tokens, "tokens_out": result.completion_tokens,
+                "busy_s": time.perf_counter() - start}
+
+    async def stream(self, req: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
+        """Chunks as they are generated. The first item carries the model and the first
+        chunk together, so a failure before the first token raises to the caller (which
+        then fails over); a client error is the first and only item."""
+        gen, ref = self._textgen, self._ref
+        if gen is None or ref is None:
+            yield self._not_text() | {"error": True}
+            return
+        chunks = gen.stream(req)
+        try:
+            first = await chunks.__anext__()
+        except InputError as exc:
+            yield {"error": True, "status": exc.status, "message": str(exc),
+                   "field": exc.field}
+            return
+        yield {"model": {"name": ref.name, "version": ref.version}, "chunk": asdict(first)}
+        async for chunk in chunks:
+            yield {"chunk": asdict(chunk)}
+
+    def _not_text(self) -> dict[str, Any]:
+        what = f"model {self._ref.name} version {self._ref.version}" if self._ref else \
+            f"slot {self._slot}"
+        return {"ok": False, "kind": "client_error", "status": 400,
+                "message": f"{what} does not generate text; use /v1/predict"}
+
     def describe(self) -> dict[str, Any]:
         return {"slot": self._slot, "replica": self._replica_id, "pid": os.getpid(),
                 "model": self._ref.to_dict() if self._ref else None,
                 "healthy": self._backend is not None, "error": self._error}
+
+
+def text_generator(backend: Backend) -> Any:
+    """The backend's streaming text interface, if the model generates text (else None)."""
+    if hasattr(backend, "generate") and hasattr(backend, "stream"):
+        return backend  # e.g. the vLLM backend
+    from gateway.llm.pyfunc_textgen import PyfuncTextGenerator, is_text_generation
+
+    model = getattr(backend, "model", None)
+    return PyfuncTextGenerator(model) if model is not None and is_text_generation(model) \
+        else None
 
 
 def _replica_id() -> str:

@@ -159,6 +159,13 @@ class Supervisor:
         if self._state.phase in ro.JUDGED:
             await self._judge_now()
 
+    async def ingest_hallucination(self, model_version: str, scores: list[float]) -> None:
+        """Hallucination scores of sampled answers, from the evaluator actors."""
+        self._ensure_loop()
+        self._windows.setdefault(model_version, ArmWindow()).record_hallucination_batch(scores)
+        if self._state.phase in ro.JUDGED:
+            await self._judge_now()
+
     def _remember(self, request_ids: list[tuple[str, str]]) -> None:
         now = time.time()
         for rid, version in request_ids:
@@ -378,6 +385,8 @@ class Supervisor:
             "previous_champion": (state.previous_champion.to_dict()
                                   if state.previous_champion else None),
             "requests": {"champion": champion.n_requests, "challenger": challenger.n_requests},
+            "hallucination_scores": {"champion": champion.hallucination_n,
+                                     "challenger": challenger.hallucination_n},
             "verdict": self._verdict.to_dict() if self._verdict else None,
             "slots": self._slot_reports,
         }

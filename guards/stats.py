@@ -96,7 +96,8 @@ class ConditionalRateTest:
     is the decision the anytime-valid guarantee is about.
     """
 
-    __slots__ = ("_ll", "_log_threshold", "_ratios", "events_a", "events_b", "margin", "rejected")
+    __slots__ = ("_ll", "_log_threshold", "_pending", "_ratios", "events_a", "events_b",
+                 "margin", "rejected")
 
     def __init__(self, alpha: float, margin: float = 1.0) -> None:
         if not 0.0 < alpha < 1.0 or margin <= 0.0:
@@ -108,11 +109,26 @@ class ConditionalRateTest:
         self.rejected = False
         self.events_a = 0
         self.events_b = 0
+        self._pending = [0, 0, 0, 0]
 
     def update(self, k_a: int, n_a: int, k_b: int, n_b: int) -> float:
-        """Add one batch (events and exposures since the last update); return log E."""
+        """Add one batch (events and exposures since the last update); return log E.
+
+        A batch where only one arm has exposure carries no information about the split of
+        events, so it is held back and merged into the next batch until both arms have
+        exposure (arms' data may arrive at different looks: they are never dropped). The
+        grouping depends on exposures only, never on outcomes, so validity is kept.
+        """
         self.events_a += k_a
         self.events_b += k_b
+        pend = self._pending
+        pend[0] += k_a
+        pend[1] += n_a
+        pend[2] += k_b
+        pend[3] += n_b
+        k_a, n_a, k_b, n_b = pend
+        if n_a > 0 and n_b > 0:
+            self._pending = [0, 0, 0, 0]
         if n_a > 0 and n_b > 0 and (k_a or k_b):
             pi0 = self.margin * n_b / (n_a + self.margin * n_b)
             pi = self._ratios * n_b / (n_a + self._ratios * n_b)

@@ -40,6 +40,11 @@ class PyfuncBackend:
         self._model, self._ref = model, ref
         self._spec = spec_from_signature(model.metadata.signature)
 
+    @property
+    def model(self) -> Any:
+        """The loaded PyFuncModel (text-generation models are also served token by token)."""
+        return self._model
+
     def health_check(self) -> None:
         if self._model is None:
             raise ModelLoadError("no model loaded")

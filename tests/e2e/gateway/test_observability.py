@@ -46,7 +46,12 @@ def scraped(ray_serve: str, registry: ModelRegistry, metrics_port: int) -> dict[
         counted = gm.scrape_until(url, lambda p: gm.total(
             p, "ray_gateway_requests_total", model_version=champion.version) >= N_REQUESTS)
         registry.set_alias(CHALLENGER, bad.version, actor="test", reason="metrics")
-        wait_for(lambda: app.status()["phase"] == "rolled_back", 60, "the rollback")
+        def rolled_back() -> bool:  # traffic is what reveals the failing challenger
+            for _ in range(5):
+                assert app.predict().status_code == 200
+            return bool(app.status()["phase"] == "rolled_back")
+
+        wait_for(rolled_back, 90, "the rollback")
         for _ in range(20):
             app.predict()
         time.sleep(1.0)

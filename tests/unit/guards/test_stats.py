@@ -175,13 +175,16 @@ def test_conditional_test_latches_and_counts_events() -> None:
     assert t.rejected
 
 
-def test_conditional_test_ignores_batches_with_one_arm_missing() -> None:
+def test_conditional_test_holds_a_one_arm_batch_until_the_other_arm_arrives() -> None:
     t = ConditionalRateTest(0.01)
     before = t.log_e
-    t.update(5, 100, 0, 0)  # no challenger traffic: the events say nothing about B
-    t.update(0, 0, 3, 10)  # no champion traffic: nothing to compare with
+    t.update(5, 100, 0, 0)  # no challenger exposure yet: says nothing about the split...
     assert t.log_e == before
-    assert not t.rejected and t.events_a == 5 and t.events_b == 3
+    t.update(0, 0, 3, 10)  # ...until the challenger's arrives: then both count, merged
+    merged = ConditionalRateTest(0.01)
+    merged.update(5, 100, 3, 10)
+    assert t.log_e == merged.log_e != before
+    assert t.events_a == 5 and t.events_b == 3
 
 
 # ---- normal mixture / log-ratio mSPRT ----------------------------------------------------
@@ -216,3 +219,20 @@ def test_log_ratio_test_uses_both_arms_and_margin() -> None:
     log_e_small, _ = log_e_log_ratio(1.0, 1.0, 3, 2.0, 4.0, 500, math.log(1 / 0.7))
     assert log_e_small < log_e
     assert log_e_log_ratio(1.0, 1.0, 5000, 1.1, 1.0, 500, math.log(1.5))[0] < 0.0
+
+
+def test_conditional_rate_test_keeps_batches_where_only_one_arm_has_exposure() -> None:
+    """Arms' data can reach the judge at different looks (e.g. scores delivered per model
+    version): a look with one arm's exposure only must be carried over, not dropped."""
+    from guards.stats import ConditionalRateTest
+
+    test = ConditionalRateTest(alpha=0.01)
+    for _ in range(10):
+        test.update(0, 4, 0, 0)  # champion: 4 scored, none flagged
+        test.update(0, 0, 4, 4)  # challenger: 4 scored, all flagged
+    assert test.rejected
+    aa = ConditionalRateTest(alpha=0.01)
+    for _ in range(200):
+        aa.update(1, 4, 0, 0)
+        aa.update(0, 0, 1, 4)
+    assert not aa.rejected

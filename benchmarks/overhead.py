@@ -1,0 +1,562 @@
+"""What the gateway costs per request: the same tiny MLflow model served three ways.
+
+    python -m benchmarks.overhead [--quick] [--requests N] [--concurrency C] [--repeats R]
+                                  [--duration S] [--memory-requests N] [--profile S]
+                                  [--client auto|wrk|httpx] [--verbose]
+
+On one private local Ray instance (RAY_SERVE_THROUGHPUT_OPTIMIZED=1), one app after the
+other (each deleted before the next), all behind Serve's HTTP proxy at POST /v1/predict:
+
+1. plain: the model deployment alone (a hand-written deployment: mlflow.pyfunc.load_model,
+   predict, JSON) - the floor;
+2. bare: a minimal ingress deployment calling that model deployment through a
+   DeploymentHandle, no guards - what anyone would write by hand;
+3. gateway: `gateway.app.build_app` with the default triggers (every guard) and a challenger
+   held at 10% (the rollout is in phase canary while measured).
+
+Each: p50/p99 latency of a sequential client (after warm-up) and closed-loop throughput of
+`--concurrency` connections (wrk when installed, else httpx), `--repeats` times, medians
+reported. For the gateway also the RSS of its ingress replica (and supervisor) before and
+after `--memory-requests` requests, and optionally a py-spy profile of the ingress replica
+under load. Prints JSON, writes benchmarks/results/overhead.json and a section of
+benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from benchmarks.common import (
+    REPO_ROOT,
+    admin_status,
+    cpu_seconds,
+    find_pids,
+    gateway_config,
+    latency_summary_ms,
+    load_client_name,
+    local_serve,
+    machine_info,
+    machine_line,
+    median_of,
+    prepare_env,
+    ratio,
+    register_linear,
+    rounded,
+    rss_mib,
+    run_count,
+    run_load,
+    sequential_latencies,
+    temp_registry,
+    wait_for,
+    write_json,
+    write_section,
+)
+
+if TYPE_CHECKING:  # ray is imported only after prepare_env() set its environment
+    from ray.serve.deployment import Deployment
+
+MODES = ("plain", "bare", "gateway")
+CHALLENGER_WEIGHT = 10.0
+# The same resources for every mode: the gateway's defaults (ingress 256, slots 64).
+INGRESS_OPTS: dict[str, Any] = {"max_ongoing_requests": 256,
+                                "ray_actor_options": {"num_cpus": 0.25}}
+MODEL_OPTS: dict[str, Any] = {"max_ongoing_requests": 64,
+                              "ray_actor_options": {"num_cpus": 0.25}}
+
+
+@dataclass(frozen=True)
+class Settings:
+    requests: int  # sequential requests per latency repeat
+    warmup: int
+    concurrency: int
+    duration_s: float  # per throughput repeat
+    repeats: int
+    memory_requests: int
+    profile_s: float  # 0: no profile
+    client: str
+    verbose: bool
+    quick: bool
+
+
+def parse_args(argv: Sequence[str] | None) -> Settings:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="short smoke run (noisier numbers)")
+    p.add_argument("--requests", type=int, help="sequential requests per latency repeat")
+    p.add_argument("--concurrency", type=int, default=16, help="concurrent connections")
+    p.add_argument("--duration", type=float, help="seconds per throughput repeat")
+    p.add_argument("--repeats", type=int, help="repeats of each measurement (median kept)")
+    p.add_argument("--memory-requests", type=int, help="requests between the RSS readings")
+    p.add_argument("--profile", type=float, help="seconds of py-spy on the gateway ingress "
+                   "under load (0: none)")
+    p.add_argument("--client", choices=("auto", "wrk", "httpx"), default="auto")
+    p.add_argument("--verbose", action="store_true", help="show the replicas' logs")
+    a = p.parse_args(argv)
+    q = a.quick
+    return Settings(
+        requests=a.requests or (300 if q else 2000), warmup=50 if q else 200,
+        concurrency=a.concurrency, duration_s=a.duration or (4.0 if q else 15.0),
+        repeats=a.repeats or 3,
+        memory_requests=a.memory_requests if a.memory_requests is not None
+        else (5_000 if q else 100_000),
+        profile_s=a.profile if a.profile is not None else (5.0 if q else 15.0),
+        client=a.client, verbose=a.verbose, quick=q)
+
+
+# --- the two baselines (hand-written Serve deployments) ----------------------------------
+
+
+class PlainModel:
+    """The model alone: load the MLflow pyfunc, answer JSON `{"inputs": rows}`."""
+
+    def __init__(self, tracking_uri: str, model_uri: str) -> None:
+        import mlflow
+        import mlflow.pyfunc
+
+        mlflow.set_tracking_uri(tracking_uri)
+        self._model = mlflow.pyfunc.load_model(model_uri)
+
+    def predict(self, inputs: Any) -> dict[str, Any]:
+        import numpy as np
+
+        out = self._model.predict(np.asarray(inputs, dtype=np.float32))
+        return {"outputs": np.asarray(out).tolist()}
+
+    async def __call__(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        return _json(self.predict(body["inputs"]))
+
+
+class BareIngress:
+    """A minimal ingress: parse, call the model deployment through its handle, answer."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model.options(method_name="predict")
+
+    async def __call__(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        return _json(await self._model.remote(body["inputs"]))
+
+
+def _json(payload: Any) -> Response:
+    return Response(json.dumps(payload, separators=(",", ":")).encode(),
+                    media_type="application/json")
+
+
+# --- deploying each mode ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deployed:
+    mode: str
+    app_name: str
+    ingress: str  # the deployment that receives HTTP (its replica is profiled / measured)
+    cfg: Any = None  # the gateway's config (gateway mode only)
+
+
+def deploy(mode: str, url: str, registry: Any, refs: dict[str, Any],
+           token: str) -> Deployed:
+    from ray import serve
+
+    name = f"bench-{mode}"
+    model_uri = refs["champion"].uri
+    if mode == "plain":
+        dep = _deployment(PlainModel).options(name="model", **MODEL_OPTS)
+        serve.run(dep.bind(registry.tracking_uri, model_uri), name=name, route_prefix="/")
+        return Deployed(mode, name, "model")
+    if mode == "bare":
+        model = _deployment(PlainModel).options(name="model", **MODEL_OPTS)
+        ingress = _deployment(BareIngress).options(name="ingress", **INGRESS_OPTS)
+        serve.run(ingress.bind(model.bind(registry.tracking_uri, model_uri)), name=name,
+                  route_prefix="/")
+        return Deployed(mode, name, "ingress")
+    return deploy_gateway(url, registry, refs, token)
+
+
+def deploy_gateway(url: str, registry: Any, refs: dict[str, Any], token: str) -> Deployed:
+    from ray import serve
+
+    from gateway.app import build_app
+    from model_registry.refs import CHALLENGER, CHAMPION
+
+    cfg = gateway_config(registry, "bench-gateway", weight=CHALLENGER_WEIGHT)
+    registry.set_alias(CHAMPION, refs["champion"].version)
+    with contextlib.suppress(Exception):
+        registry.delete_alias(CHALLENGER)
+    serve.run(build_app(cfg, registry.tracking_uri), name=cfg.app_name, route_prefix="/")
+    registry.set_alias(CHALLENGER, refs["challenger"].version)
+    wait_for(lambda: admin_status(url, token)["phase"] == "canary", 180,
+             "the gateway's rollout to reach canary")
+    return Deployed("gateway", cfg.app_name, "ingress", cfg)
+
+
+def _deployment(cls: type) -> Any:
+    from ray import serve
+
+    return cast("Deployment", serve.deployment(cls))
+
+
+def undeploy(d: Deployed) -> None:
+    from ray import serve
+
+    if d.cfg is not None:
+        from gateway.app import teardown
+
+        teardown(d.cfg)
+    else:
+        serve.delete(d.app_name)
+
+
+# --- measurements --------------------------------------------------------------------------
+
+
+def processes(d: Deployed) -> dict[str, int]:
+    """The processes serving a request in this mode: Serve's proxy, each replica, and the
+    gateway's supervisor."""
+    procs: dict[str, int] = {}
+    for name, title in (("proxy", "ray::ProxyActor"), ("supervisor", "ray::Supervisor")):
+        for i, pid in enumerate(find_pids(title)):
+            procs[name + (str(i) if i else "")] = pid
+    prefix = f"ray::ServeReplica:{d.app_name}:"
+    for pid in find_pids(prefix):
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        procs[cmd[len(prefix):].split(".")[0].split()[0]] = pid
+    return procs
+
+
+def cpu_per_request(procs: dict[str, int], load: Callable[[], dict[str, float]]
+                    ) -> dict[str, float]:
+    """Run `load` and add each process's CPU microseconds per answered request to its
+    result (`cpu_us.<process>` and `cpu_us.total`)."""
+    before = {name: cpu_seconds(pid) for name, pid in procs.items()}
+    result = dict(load())
+    n = max(result["requests"], 1)
+    total = 0.0
+    for name, pid in procs.items():
+        used = (cpu_seconds(pid) - before[name]) * 1e6 / n
+        result[f"cpu_us.{name}"] = used
+        total += used
+    result["cpu_us.total"] = total
+    return result
+
+
+def measure(endpoint: str, s: Settings, procs: dict[str, int]) -> dict[str, Any]:
+    """Latency (sequential) and throughput (concurrent), `repeats` times each; CPU per
+    request of each serving process during the throughput runs."""
+    run_load(endpoint, s.concurrency, min(3.0, s.duration_s), client=s.client)  # warm-up
+    latency_runs = []
+    errors = 0
+    for _ in range(s.repeats):
+        lat, errs = sequential_latencies(endpoint, s.requests, s.warmup)
+        latency_runs.append(latency_summary_ms(lat))
+        errors += errs
+    load_runs = [cpu_per_request(procs, lambda: run_load(endpoint, s.concurrency,
+                                                         s.duration_s, client=s.client))
+                 for _ in range(s.repeats)]
+    cpu = {k: median_of(load_runs, k) for k in load_runs[0] if k.startswith("cpu_us.")}
+    errors += int(sum(r["errors"] for r in load_runs))
+    return {
+        "p50_ms": median_of(latency_runs, "p50_ms"), "p99_ms": median_of(latency_runs, "p99_ms"),
+        "rps": median_of(load_runs, "rps"),
+        "loaded_p50_ms": median_of(load_runs, "p50_ms"),
+        "loaded_p99_ms": median_of(load_runs, "p99_ms"),
+        "errors": errors, "cpu_us_per_request": {k[7:]: v for k, v in cpu.items()},
+        "processes": procs, "latency_runs": latency_runs, "throughput_runs": load_runs,
+    }
+
+
+def replica_pid(app: str, deployment: str) -> int:
+    pids = find_pids(f"ray::ServeReplica:{app}:{deployment}")
+    if len(pids) != 1:
+        raise RuntimeError(f"expected one replica process of {app}/{deployment}, found {pids}")
+    return pids[0]
+
+
+def memory(endpoint: str, d: Deployed, s: Settings) -> dict[str, Any]:
+    """RSS of the ingress replica (and the supervisor) before and after N requests."""
+    ingress = replica_pid(d.app_name, d.ingress)
+    sups = find_pids("ray::Supervisor")
+    before = rss_mib(ingress)
+    sup_before = rss_mib(sups[0]) if sups else float("nan")
+    start = time.monotonic()
+    # Cap the time at 10 ms a request: on a slow machine fewer requests, reported as such.
+    load = run_count(endpoint, s.concurrency, s.memory_requests,
+                     max_s=max(60.0, s.memory_requests / 50.0), client=s.client)
+    time.sleep(1.0)  # let the last window flush and anything deferred run
+    return {"requests": load["requests"], "errors": load["errors"],
+            "seconds": time.monotonic() - start, "rps": load["rps"],
+            "ingress_pid": ingress, "ingress_rss_before_mib": before,
+            "ingress_rss_after_mib": rss_mib(ingress),
+            "ingress_rss_growth_mib": rss_mib(ingress) - before,
+            "supervisor_rss_before_mib": sup_before,
+            "supervisor_rss_after_mib": rss_mib(sups[0]) if sups else float("nan")}
+
+
+def py_spy() -> str | None:
+    here = Path(sys.executable).parent / "py-spy"
+    return str(here) if here.exists() else shutil.which("py-spy")
+
+
+def profile(endpoint: str, d: Deployed, s: Settings) -> dict[str, Any]:
+    """py-spy (raw collapsed stacks) of the ingress replica while under closed-loop load."""
+    exe = py_spy()
+    if exe is None:
+        return {"skipped": "py-spy not found"}
+    pid = replica_pid(d.app_name, d.ingress)
+    out = Path(tempfile.mkdtemp(prefix="bench-pyspy-")) / f"{d.mode}-ingress.txt"
+    proc = subprocess.Popen(
+        [exe, "record", "--pid", str(pid), "--duration", str(int(s.profile_s)), "--rate", "200",
+         "--format", "raw", "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        load = run_load(endpoint, s.concurrency, s.profile_s + 1.0, client=s.client)
+        _, err = proc.communicate(timeout=s.profile_s + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if not out.exists():
+        return {"skipped": f"py-spy failed: {err.strip()[-500:]}"}
+    summary = summarize_profile(out.read_text())
+    summary.update({"file": str(out), "pid": pid, "rps_while_profiled": load["rps"]})
+    return summary
+
+
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
+
+
+def _frame(raw: str) -> tuple[str, str]:
+    m = _FRAME.match(raw.strip())
+    if m is None:
+        return raw.strip(), ""
+    path = m["file"]
+    for prefix in ("site-packages/", str(REPO_ROOT) + "/", "lib/python3.11/"):
+        if prefix in path:
+            path = path.split(prefix, 1)[1]
+    for package in ("gateway/", "guards/"):  # this project's code, wherever it is checked out
+        if f"/{package}" in path:
+            path = package + path.rsplit(f"/{package}", 1)[1]
+    return m["func"], path
+
+
+def _area(path: str) -> str:
+    for prefix, area in (("gateway/", "gateway"), ("guards/", "guards"),
+                         ("ray/serve/", "ray.serve"), ("ray/", "ray (core)"),
+                         ("starlette/", "starlette"), ("uvicorn/", "uvicorn"),
+                         ("asyncio/", "asyncio"), ("json/", "json"), ("numpy/", "numpy")):
+        if path.startswith(prefix):
+            return area
+    return "other" if path else "native/unknown"
+
+
+# Leaf frames where a thread waits in native code (py-spy cannot tell that from work): the
+# core worker's main loop, thread-pool workers and condition waits. Not counted as busy.
+IDLE_LEAVES = ("Worker.main_loop", "Thread.run", "_worker", "Condition.wait", "Event.wait",
+               "EpollSelector.select", "select", "poll")
+
+
+def summarize_profile(collapsed: str, top: int = 15) -> dict[str, Any]:
+    """Self time, inclusive time (per function) and self time per area, as % of busy
+    samples (idle leaves dropped), from py-spy's raw (collapsed-stack) output."""
+    self_t: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    areas: Counter[str] = Counter()
+    total = idle = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = [_frame(f) for f in stack.split(";")]
+        func, path = frames[-1]
+        if func in IDLE_LEAVES:
+            idle += n
+            continue
+        total += n
+        self_t[f"{func} ({path})"] += n
+        areas[_area(path)] += n
+        for name in {f"{fn} ({fp})" for fn, fp in frames}:
+            incl[name] += n
+    if not total:
+        return {"samples": 0}
+
+    def pct(c: Counter[str], k: int) -> list[list[Any]]:
+        return [[name, round(100.0 * n / total, 1)] for name, n in c.most_common(k)]
+
+    gateway_incl = Counter({k: v for k, v in incl.items()
+                            if "(gateway/" in k or "(guards/" in k})
+    return {"samples": total, "idle_samples_dropped": idle, "self_pct": pct(self_t, top),
+            "inclusive_pct": pct(incl, top),
+            "gateway_inclusive_pct": pct(gateway_incl, top), "self_by_area_pct": pct(areas, 12)}
+
+
+# --- report ------------------------------------------------------------------------------
+
+
+def compare(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    plain, bare, gw = results["plain"], results["bare"], results["gateway"]
+    return {
+        "throughput_gateway_over_plain": ratio(gw["rps"], plain["rps"]),
+        "throughput_gateway_over_bare": ratio(gw["rps"], bare["rps"]),
+        "p50_gateway_over_plain": ratio(gw["p50_ms"], plain["p50_ms"]),
+        "p50_gateway_over_bare": ratio(gw["p50_ms"], bare["p50_ms"]),
+        "p99_gateway_over_plain": ratio(gw["p99_ms"], plain["p99_ms"]),
+        "p99_gateway_over_bare": ratio(gw["p99_ms"], bare["p99_ms"]),
+        "added_p50_ms_over_bare": gw["p50_ms"] - bare["p50_ms"],
+        "added_p50_ms_over_plain": gw["p50_ms"] - plain["p50_ms"],
+    }
+
+
+def goals(c: dict[str, float], mem: dict[str, Any] | None) -> dict[str, bool | None]:
+    growth = mem.get("ingress_rss_growth_mib") if mem else None
+    return {"throughput_gateway_over_bare>=0.95": c["throughput_gateway_over_bare"] >= 0.95,
+            "throughput_gateway_over_plain>=0.85": c["throughput_gateway_over_plain"] >= 0.85,
+            "added_p50_over_bare<=0.5ms": c["added_p50_ms_over_bare"] <= 0.5,
+            # "Flat": under 5 MiB of growth (allocator noise is a few MiB).
+            "ingress_rss_flat(<5MiB)": None if growth is None else growth < 5.0}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    r, c, s = report["results"], report["comparison"], report["settings"]
+    lines = [
+        "## Overhead: gateway vs bare composition vs plain Ray Serve", "",
+        machine_line(report["machine"]), "",
+        f"Command: `{report['command']}`. Sequential latency: {s['repeats']} x "
+        f"{s['requests']} requests after {s['warmup']} warm-up; throughput: {s['repeats']} x "
+        f"{s['duration_s']:g} s closed loop, {s['concurrency']} connections ({report['client']}"
+        "); medians of the repeats. All through Serve's HTTP proxy, "
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED=1, replicas at 0.25 CPU. Client and server share "
+        "the machine's cores.", "",
+        "| mode | p50 ms | p99 ms | throughput req/s | p50 ms under load | p99 ms under load "
+        "| errors |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for mode in MODES:
+        m = r[mode]
+        lines.append(f"| {mode} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['rps']:.0f} | "
+                     f"{m['loaded_p50_ms']:.2f} | {m['loaded_p99_ms']:.2f} | {m['errors']} |")
+    lines += ["", "| ratio (3 = gateway) | value | goal |", "|---|---:|---|",
+              f"| throughput 3/2 (gateway / bare) | {c['throughput_gateway_over_bare']:.3f} "
+              "| >= 0.95 |",
+              f"| throughput 3/1 (gateway / plain) | {c['throughput_gateway_over_plain']:.3f} "
+              "| >= 0.85 |",
+              f"| p50 3/2 | {c['p50_gateway_over_bare']:.3f} | |",
+              f"| p50 3/1 | {c['p50_gateway_over_plain']:.3f} | |",
+              f"| p99 3/2 | {c['p99_gateway_over_bare']:.3f} | |",
+              f"| p99 3/1 | {c['p99_gateway_over_plain']:.3f} | |",
+              f"| added p50 over bare (ms) | {c['added_p50_ms_over_bare']:.2f} | <= 0.5 |"]
+    lines += ["", "CPU per request during the throughput runs (us, user+system, median of "
+              "repeats; includes each process's background threads):"]
+    for mode in MODES:
+        cpu = r[mode]["cpu_us_per_request"]
+        lines.append(f"- {mode}: " + ", ".join(f"{k} {_num(v, 0)}" for k, v in cpu.items()))
+    m = report["machine"]
+    lines += ["", f"1-min load average {_num(m['loadavg_1m_at_start'], 2)} at start, "
+              f"{_num(m.get('loadavg_1m_at_end'), 2)} at end (2 cores: above ~1 the numbers "
+              "include other processes' contention)."]
+    mem = report.get("memory")
+    if mem:
+        lines += ["", f"Gateway ingress RSS: {mem['ingress_rss_before_mib']:.1f} MiB before, "
+                  f"{mem['ingress_rss_after_mib']:.1f} MiB after {mem['requests']} requests "
+                  f"({mem['ingress_rss_growth_mib']:+.1f} MiB); supervisor "
+                  f"{_num(mem['supervisor_rss_before_mib'])} -> "
+                  f"{_num(mem['supervisor_rss_after_mib'])} MiB."
+                  + (" (--quick: fewer requests than the 100k of the goal.)"
+                     if mem["requests"] < 100_000 else "")]
+    prof = report.get("profile") or {}
+    if prof.get("samples"):
+        lines += ["", f"py-spy, gateway ingress replica under load ({prof['samples']} samples,"
+                  " % of non-idle samples). Self time by area: "
+                  + ", ".join(f"{a} {p}%" for a, p in prof["self_by_area_pct"]) + ".",
+                  "", "Gateway code, inclusive: "
+                  + ", ".join(f"`{n}` {p}%" for n, p in prof["gateway_inclusive_pct"][:8])
+                  + "."]
+    lines += ["", "Goals: " + ", ".join(f"{k}: {'met' if v else 'MISSED' if v is False else 'n/a'}"
+                                        for k, v in report["goals"].items()) + "."]
+    if s["quick"]:
+        lines += ["", "_--quick run: short and noisy; re-run without --quick for the record._"]
+    return "\n".join(lines)
+
+
+def _num(v: float | None, digits: int = 1) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+# --- main --------------------------------------------------------------------------------
+
+
+def run(s: Settings, command: str) -> dict[str, Any]:
+    token = prepare_env()
+    results: dict[str, dict[str, Any]] = {}
+    mem: dict[str, Any] | None = None
+    prof: dict[str, Any] | None = None
+    machine = machine_info()
+    with temp_registry() as registry, local_serve(verbose=s.verbose) as url:
+        refs = {"champion": register_linear(registry, "champion"),
+                "challenger": register_linear(registry, "challenger", scale=1.01)}
+        endpoint = f"{url}/v1/predict"
+        for mode in MODES:
+            log(f"{mode}: deploying")
+            d = deploy(mode, url, registry, refs, token)
+            try:
+                log(f"{mode}: measuring")
+                results[mode] = measure(endpoint, s, processes(d))
+                if mode == "gateway":
+                    results[mode]["phase_after"] = admin_status(url, token)["phase"]
+                    if s.memory_requests:
+                        log(f"gateway: memory over {s.memory_requests} requests")
+                        mem = memory(endpoint, d, s)
+                    if s.profile_s:
+                        log("gateway: profiling the ingress replica")
+                        prof = profile(endpoint, d, s)
+                log(f"{mode}: p50 {results[mode]['p50_ms']:.2f} ms, "
+                    f"{results[mode]['rps']:.0f} req/s")
+            finally:
+                undeploy(d)
+    comparison = compare(results)
+    machine["loadavg_1m_at_end"] = os.getloadavg()[0]
+    return {"benchmark": "overhead", "command": command, "machine": machine,
+            "client": load_client_name(s.client), "settings": asdict(s), "results": results,
+            "comparison": comparison, "memory": mem, "profile": prof,
+            "goals": goals(comparison, mem)}
+
+
+def log(msg: str) -> None:
+    print(f"[overhead] {msg}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    s = parse_args(argv)
+    command = "python -m benchmarks.overhead " + " ".join(
+        sys.argv[1:] if argv is None else argv)
+    report = run(s, command.strip())
+    out = write_json("overhead.json", report)
+    write_section("overhead", markdown(rounded(report, 3)))
+    print(json.dumps(rounded({k: v for k, v in report.items() if k != "profile"}
+                             | {"profile_top": _profile_top(report.get("profile"))}), indent=2))
+    log(f"wrote {out} and benchmarks/RESULTS.md")
+    return 0
+
+
+def _profile_top(prof: dict[str, Any] | None) -> Any:
+    if not prof or not prof.get("samples"):
+        return prof
+    return {k: prof[k] for k in ("samples", "self_by_area_pct", "gateway_inclusive_pct")}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,232 @@
+"""OpenAI-compatible endpoints of the ingress: `/v1/completions`, `/v1/chat/completions`.
+
+Routed by the same table as `/v1/predict`. Streams (`stream: true`) are passed through from
+the chosen arm chunk by chunk, without buffering; a challenger that fails before its first
+token is replaced by the champion, invisibly. Every answer is measured (TTFT, time per output
+token, tokens) and a sample is scored for hallucination off the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from gateway.errors import InputError
+from gateway.http import json_response, parse_json_object, read_body
+from gateway.llm.openai_api import (
+    SSE_DONE,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationResult,
+    StreamTally,
+    chat_chunk,
+    chat_response,
+    completion_chunk,
+    completion_response,
+    error_body,
+    input_error_body,
+    parse_chat,
+    parse_completion,
+    sse,
+    usage_chunk,
+)
+from gateway.routing import Arm, RoutingTable, choose_arm
+from guards.window import Observation, Outcome
+
+if TYPE_CHECKING:
+    from collections import Counter
+
+    from gateway.config import GatewayConfig
+    from gateway.ingress import ArmCall
+    from gateway.llm.evaluator import EvaluatorPool
+    from gateway.metrics import GatewayMetrics
+    from gateway.tablewatch import TableWatcher
+    from guards.window import ArmWindow
+
+
+class IngressCore(Protocol):
+    """What the OpenAI routes use of the Ingress they are mixed into."""
+
+    _cfg: GatewayConfig
+    _watcher: TableWatcher
+    _sticky_header: str
+    _served: list[tuple[str, str]]
+    _stream_handles: dict[str, Any]
+    _metrics: GatewayMetrics
+    counts: Counter[tuple[str, str]]
+
+    async def _serve(self, table: RoutingTable, arm: Arm, inputs: Any,
+                     method: str) -> tuple[Arm, ArmCall]: ...
+    def _version(self, table: RoutingTable, arm: Arm) -> str: ...
+    def _window(self, version: str) -> ArmWindow: ...
+    def _evaluator(self) -> EvaluatorPool: ...
+    async def _openai(self, request: Request, kind: str) -> Response: ...
+    def _generation_answer(self, arm: Arm, call: ArmCall, req: GenerationRequest,
+                           request_id: str) -> Response: ...
+    async def _stream_answer(self, table: RoutingTable, arm: Arm, req: GenerationRequest,
+                             request_id: str) -> Response: ...
+    async def _open_stream(self, table: RoutingTable, arm: Arm, req: GenerationRequest
+                           ) -> tuple[Any, dict[str, Any], StreamTally] | None: ...
+    def _sse(self, stream: Any, first: dict[str, Any], arm: Arm, req: GenerationRequest,
+             request_id: str, tally: StreamTally) -> AsyncIterator[bytes]: ...
+    def _chunk(self, req: GenerationRequest, chunk: GenerationChunk, model: str,
+               request_id: str, created: int, first: bool = False) -> dict[str, Any]: ...
+    def _observe_stream(self, table: RoutingTable, arm: Arm, outcome: str,
+                        tally: StreamTally, version: str | None) -> None: ...
+    def _evaluate(self, version: str, req: GenerationRequest, text: str,
+                  request_id: str) -> None: ...
+
+
+class LLMRoutes:
+    """Mixed into the Ingress; uses its table, slots, observation and metrics."""
+
+    async def _completions(self: IngressCore, request: Request) -> Response:
+        return await self._openai(request, "completion")
+
+    async def _chat(self: IngressCore, request: Request) -> Response:
+        return await self._openai(request, "chat")
+
+    async def _openai(self: IngressCore, request: Request, kind: str) -> Response:
+        from gateway.ingress import _request_id
+
+        request_id = _request_id(request)
+        try:
+            body = parse_json_object(await read_body(request, self._cfg.http.max_body_bytes))
+            limit = self._cfg.llm.max_tokens_limit
+            req = (parse_completion(body, limit) if kind == "completion"
+                   else parse_chat(body, limit))
+        except InputError as exc:
+            return json_response(input_error_body(exc), exc.status)
+        table = self._watcher.current
+        arm = choose_arm(table, request.headers.get(self._sticky_header))
+        if req.stream:
+            return await self._stream_answer(table, arm, req, request_id)
+        arm, call = await self._serve(table, arm, req, "generate")
+        return self._generation_answer(arm, call, req, request_id)
+
+    def _generation_answer(self: IngressCore, arm: Arm, call: ArmCall, req: GenerationRequest,
+                           request_id: str) -> Response:
+        reply = call.reply
+        if call.outcome == "client_error" and reply is not None:
+            err = error_body(str(reply.get("message")), "invalid_request_error",
+                             reply.get("field"))
+            return json_response(err, int(reply.get("status", 422)))
+        if call.outcome != "ok" or reply is None:
+            return json_response(error_body(f"the champion model could not answer: "
+                                            f"{call.message}", "server_error"), 502)
+        out = reply["outputs"]
+        result = GenerationResult(out["text"], out["finish_reason"], int(out["prompt_tokens"]),
+                                  int(out["completion_tokens"]))
+        model = reply["model"]
+        self._served.append((request_id, str(model["version"])))
+        self._evaluate(str(model["version"]), req, result.text, request_id)
+        fmt = completion_response if req.kind == "completion" else chat_response
+        payload = fmt(result, req.model or model["name"], request_id, int(time.time()))
+        return json_response(payload, 200, _arm_headers(arm, model))
+
+    # --- streaming -------------------------------------------------------------------------
+
+    async def _stream_answer(self: IngressCore, table: RoutingTable, arm: Arm,
+                             req: GenerationRequest, request_id: str) -> Response:
+        opened = await self._open_stream(table, arm, req)
+        if opened is None and arm is Arm.CHALLENGER:
+            self.counts[("challenger", "failover")] += 1
+            self._metrics.failover(self._version(table, Arm.CHALLENGER))
+            arm = Arm.CHAMPION
+            opened = await self._open_stream(table, arm, req)
+        if opened is None:
+            return json_response(error_body("the champion model could not answer",
+                                            "server_error"), 502)
+        stream, first, tally = opened
+        if "error" in first:
+            return json_response(error_body(first["message"], "invalid_request_error",
+                                            first.get("field")), int(first["status"]))
+        model = first["model"]
+        self._served.append((request_id, str(model["version"])))
+        body = self._sse(stream, first, arm, req, request_id, tally)
+        return StreamingResponse(body, media_type="text/event-stream",
+                                 headers={**_arm_headers(arm, model), "cache-control": "no-cache"})
+
+    async def _open_stream(self: IngressCore, table: RoutingTable, arm: Arm,
+                           req: GenerationRequest
+                           ) -> tuple[Any, dict[str, Any], StreamTally] | None:
+        """Start a stream and wait for its first item (the first token, or a client error).
+        None when the arm failed before it: the caller may fail over."""
+        slot = table.slot_of(arm)
+        if slot is None:
+            return None
+        timeout = (self._cfg.timeouts.champion_s if arm is Arm.CHAMPION
+                   else self._cfg.timeouts.challenger_s)
+        tally = StreamTally(started=time.perf_counter())
+        stream = self._stream_handles[slot].remote(req)
+        try:
+            async with asyncio.timeout(timeout):
+                first = await stream.__anext__()
+        except Exception as exc:
+            stream.cancel()
+            outcome = "timeout" if isinstance(exc, TimeoutError) else "server_error"
+            self._observe_stream(table, arm, outcome, tally, None)
+            return None
+        if "error" not in first:
+            tally.add(GenerationChunk(**first["chunk"]), time.perf_counter())
+        return stream, first, tally
+
+    async def _sse(self: IngressCore, stream: Any, first: dict[str, Any], arm: Arm,
+                   req: GenerationRequest, request_id: str,
+                   tally: StreamTally) -> AsyncIterator[bytes]:
+        table, model = self._watcher.current, first["model"]
+        name, created = req.model or model["name"], int(time.time())
+        outcome = "server_error"
+        try:
+            yield sse(self._chunk(req, GenerationChunk(**first["chunk"]), name, request_id,
+                                  created, first=True))
+            async for item in stream:
+                chunk = GenerationChunk(**item["chunk"])
+                tally.add(chunk, time.perf_counter())
+                yield sse(self._chunk(req, chunk, name, request_id, created))
+            if req.include_usage:
+                yield sse(usage_chunk(req.kind, tally.prompt_tokens, tally.tokens, name,
+                                      request_id, created))
+            yield SSE_DONE
+            outcome = "ok"
+        finally:
+            self._observe_stream(table, arm, outcome, tally, str(model["version"]))
+            if outcome == "ok":
+                self._evaluate(str(model["version"]), req, tally.text, request_id)
+
+    @staticmethod
+    def _chunk(req: GenerationRequest, chunk: GenerationChunk, model: str, request_id: str,
+               created: int, first: bool = False) -> dict[str, Any]:
+        if req.kind == "chat":
+            return chat_chunk(chunk, model, request_id, created, first=first)
+        return completion_chunk(chunk, model, request_id, created)
+
+    def _observe_stream(self: IngressCore, table: RoutingTable, arm: Arm, outcome: str,
+                        tally: StreamTally, version: str | None) -> None:
+        version = version or self._version(table, arm)
+        latency = time.perf_counter() - tally.started
+        self.counts[(arm.value, outcome)] += 1
+        self._window(version).record(Observation(
+            latency, Outcome.OK if outcome == "ok" else
+            (Outcome.TIMEOUT if outcome == "timeout" else Outcome.SERVER_ERROR),
+            tokens_in=tally.prompt_tokens, tokens_out=tally.tokens, busy_s=latency,
+            ttft_s=tally.ttft_s))
+        self._metrics.request(arm.value, version, outcome, latency)
+        if outcome == "ok":
+            self._metrics.llm_timing(arm.value, version, tally.ttft_s, tally.tpot_s,
+                                     tally.tokens)
+
+    def _evaluate(self: IngressCore, version: str, req: GenerationRequest, text: str,
+                  request_id: str) -> None:
+        if req.context:
+            self._evaluator().submit(version, req.context, text, req.question,
+                                     request_id=request_id)
+
+
+def _arm_headers(arm: Arm, model: dict[str, Any]) -> dict[str, str]:
+    return {"x-gateway-arm": arm.value, "x-gateway-model-version": str(model["version"])}
