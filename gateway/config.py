@@ -22,7 +22,7 @@ from guards.context import JudgeContext
 from guards.results import TriggerSpec
 from guards.verdict import default_triggers, parse_triggers
 
-BackendName = Literal["auto", "torch", "pyfunc"]
+BackendName = Literal["auto", "torch", "pyfunc", "vllm"]
 
 
 @dataclass(frozen=True)

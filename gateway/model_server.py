@@ -19,7 +19,7 @@ from typing import Any
 from ray import serve
 
 from gateway.backends import Backend, make_backend
-from gateway.backends.common import flavors
+from gateway.backends.common import flavors, model_metadata
 from gateway.config import GatewayConfig, parse_config
 from gateway.errors import InputError
 from gateway.llm.openai_api import GenerationRequest
@@ -32,9 +32,12 @@ log = logging.getLogger("champion_gateway.model_server")
 
 
 def choose_backend_name(configured: str, ref: ModelRef) -> str:
-    """`auto` serves models logged with mlflow.pytorch through torch, the rest through pyfunc."""
+    """`auto`: versions marked for vLLM (MLmodel metadata `gateway_backend: vllm`) go to
+    vLLM, models logged with mlflow.pytorch to torch, the rest through pyfunc."""
     if configured != "auto":
         return configured
+    if model_metadata(ref).get("gateway_backend") == "vllm":
+        return "vllm"
     return "torch" if "pytorch" in flavors(ref) else "pyfunc"
 
 
@@ -42,7 +45,8 @@ def load_backend(cfg: GatewayConfig, ref: ModelRef) -> Backend:
     """Load and health-check `ref`; raises ModelLoadError naming the version on failure."""
     device = "cuda" if cfg.slots.num_gpus > 0 else "cpu"
     backend = make_backend(choose_backend_name(cfg.model.backend, ref), device=device,
-                           max_batch=cfg.http.max_batch)
+                           max_batch=cfg.http.max_batch,
+                           max_tokens_limit=cfg.llm.max_tokens_limit)
     backend.load(ref)
     backend.health_check()
     return backend
@@ -78,8 +82,9 @@ class ModelServer:
             await self._assign(ref, required=False)
 
     async def _assign(self, ref: ModelRef | None, *, required: bool) -> None:
+        await self._release()
         if ref is None:
-            self._ref, self._backend, self._error, self._textgen = None, None, None, None
+            self._ref, self._error = None, None
             await self._report(healthy=True)
             return
         try:
@@ -95,6 +100,17 @@ class ModelServer:
         self._textgen = text_generator(backend)
         log.info("slot %s serving %s version %s", self._slot, ref.name, ref.version)
         await self._report(healthy=True)
+
+    async def _release(self) -> None:
+        """Unload the current model first (a slot changes model only while it gets no
+        traffic), so two models never hold the GPU memory of one slot at once."""
+        backend, self._backend, self._textgen = self._backend, None, None
+        close = getattr(backend, "close", None)
+        if close is not None:
+            try:
+                await asyncio.to_thread(close)
+            except Exception as exc:
+                log.warning("slot %s: releasing the previous model failed: %s", self._slot, exc)
 
     async def _report(self, *, healthy: bool) -> None:
         report = {"healthy": healthy, "model": self._ref.to_dict() if self._ref else None,

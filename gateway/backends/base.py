@@ -44,7 +44,8 @@ class Backend(Protocol):
     def predict(self, inputs: Any) -> Prediction: ...
 
 
-def make_backend(name: str, *, device: str = "cpu", max_batch: int = 1024) -> Backend:
+def make_backend(name: str, *, device: str = "cpu", max_batch: int = 1024,
+                 max_tokens_limit: int = 1024) -> Backend:
     """Build the backend called `name`; raises ConfigError on an unknown name."""
     if name == "torch":
         from gateway.backends.torch import TorchBackend
@@ -54,4 +55,8 @@ def make_backend(name: str, *, device: str = "cpu", max_batch: int = 1024) -> Ba
         from gateway.backends.pyfunc import PyfuncBackend
 
         return PyfuncBackend(max_batch=max_batch)
-    raise ConfigError(f"model.backend: unknown backend {name!r} (known: torch, pyfunc)")
+    if name == "vllm":
+        from gateway.backends.vllm import VllmBackend
+
+        return VllmBackend(max_tokens_limit=max_tokens_limit)
+    raise ConfigError(f"model.backend: unknown backend {name!r} (known: torch, pyfunc, vllm)")

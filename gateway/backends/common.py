@@ -32,6 +32,17 @@ def flavors(ref: ModelRef) -> dict[str, Any]:
                              f"MLflow metadata from {ref.uri}: {exc}") from exc
 
 
+def model_metadata(ref: ModelRef) -> dict[str, Any]:
+    """The free-form `metadata` of a version's MLmodel file ({} when it has none)."""
+    import mlflow.models
+
+    try:
+        return dict(mlflow.models.get_model_info(ref.uri).metadata or {})
+    except Exception as exc:
+        raise ModelLoadError(f"model {ref.name} version {ref.version}: cannot read its "
+                             f"MLflow metadata from {ref.uri}: {exc}") from exc
+
+
 def to_jsonable(value: Any) -> Any:
     """numpy / pandas / torch outputs -> plain JSON types."""
     if hasattr(value, "detach"):  # a torch tensor
