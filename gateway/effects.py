@@ -20,8 +20,10 @@ from gateway.alerts import Alert, AlertDispatcher, make_notifiers
 from gateway.audit import AuditLog, AuditRecord, RolloutRun
 from gateway.config import GatewayConfig
 from gateway.metrics import get_metrics
+from gateway.scaling import scale_deployment, slot_deployment
 from gpu_monitor import Sampler, make_gpu_source
 from guards.context import ArmResources, ResourceReadings
+from guards.results import Action
 from guards.verdict import Verdict
 from guards.window import ArmWindow
 from model_registry.refs import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
@@ -57,6 +59,7 @@ class EffectRunner:
         self._audit = AuditLog(cfg.supervisor.audit_path)
         self._alerts = AlertDispatcher(make_notifiers(cfg.alerts))
         self._runs: dict[str, RolloutRun] = {}
+        self._champion_replicas = cfg.slots.num_replicas
         self._pids: dict[tuple[str, str], int] = {}
         self._sampler = Sampler(make_gpu_source("auto"), cfg.supervisor.resource_interval_s,
                                 history_size=60)
@@ -78,10 +81,9 @@ class EffectRunner:
         if event.alert:
             with _isolated("alert"):
                 self._alerts.dispatch(self._alert(old, new, event))
-        if event.name == "rolled_back" and event.action is not None \
-                and event.action.value == "rollback_and_scale":
-            log.warning("rollback_and_scale: the champion needs more capacity; scale the "
-                        "%s deployment (slot_%s)", self._cfg.app_name, new.champion_slot)
+        if event.name == "rolled_back" and event.action is Action.ROLLBACK_AND_SCALE:
+            with _isolated("scaling the champion"):
+                self._scale_champion(new.champion_slot)
         with _isolated("MLflow rollout run"):
             self._track_run(old, new, event, champion, challenger)
 
@@ -157,6 +159,12 @@ class EffectRunner:
         self._alerts.close()
 
     # --- pieces ----------------------------------------------------------------------------
+
+    def _scale_champion(self, slot: str) -> None:
+        """One more champion replica: it now takes all traffic (and the breach that
+        asked for scaling was about capacity, e.g. memory)."""
+        self._champion_replicas = max(self._champion_replicas, self._cfg.slots.num_replicas) + 1
+        scale_deployment(self._cfg.app_name, slot_deployment(slot), self._champion_replicas)
 
     def _update_registry(self, old: ro.RolloutState, new: ro.RolloutState,
                          event: ro.Event) -> None:

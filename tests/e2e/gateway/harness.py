@@ -104,7 +104,8 @@ def deployed(ray_serve: str, registry: ModelRegistry, champion: ModelRef,
     else:
         with contextlib.suppress(Exception):
             registry.delete_alias(CHALLENGER)
-    serve.run(build_app(cfg, registry.tracking_uri), name=cfg.app_name, route_prefix="/")
+    serve.run(build_app(cfg, registry.tracking_uri), name=cfg.app_name, route_prefix="/",
+              external_scaler_enabled=True)
     app = Deployed(ray_serve, cfg, registry)
     try:
         if challenger is not None and wait_phase:

@@ -357,3 +357,26 @@ def test_operator_errors_are_409_not_500(
             resp = app.admin("POST", f"/admin/rollout/{op}")
             assert resp.status_code == 409, (op, resp.text)
         assert app.client.post("/admin/rollout/promote").status_code == 401
+
+
+def test_rollback_and_scale_adds_a_champion_replica(
+        ray_serve: str, registry: ModelRegistry, models: dict[str, ModelRef], sink: Sink) -> None:
+    from ray import serve
+
+    bad = register(registry, Faults(error_rate=1.0), what="raises, for rollback_and_scale")
+    cfg = judged_config("gw-scale", sink, HOLD_50, triggers=[
+        {"guard": "error_rate", "action": "rollback_and_scale"}],
+        judge={"catastrophic_run": 10**9})
+
+    def champion_replicas() -> int:
+        deployment = serve.status().applications[cfg.app_name].deployments["slot_a"]
+        return int(deployment.replica_states.get("RUNNING", 0))
+
+    with deployed(ray_serve, registry, models["v1"], None, cfg) as app, \
+            Traffic(app.url, rate=40) as traffic:
+        assert champion_replicas() == 1
+        start_rollout(app, bad)
+        status = finished(app, bad.version)
+        assert status["phase"] == "rolled_back", status
+        wait_for(lambda: champion_replicas() == 2, 60, "a second champion replica")
+    assert traffic.statuses() == {200: len(traffic.answers)}
