@@ -25,8 +25,10 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy $(PACKAGES)
 
+# Two workers, one local Ray instance each; a test file stays on one worker (its module
+# fixtures deploy apps), and the slow e2e files are split so the workers finish together.
 test: lint typecheck
-	$(PY) -m pytest -q -p no:warnings
+	$(PY) -m pytest -q -p no:warnings -n 2 --dist loadfile
 
 unit: install
 	$(PY) -m pytest -q -p no:warnings tests/unit

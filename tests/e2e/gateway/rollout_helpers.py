@@ -1,0 +1,163 @@
+"""Shared pieces of the rollout e2e tests: an alert sink, live traffic, policies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import numpy as np
+
+from gateway.demo.models import N_FEATURES, Faults
+from gateway.demo.run import register_pyfunc_model
+from model_registry.refs import CHALLENGER, ModelRef
+from model_registry.registry import ModelRegistry
+from tests.e2e.gateway.harness import Deployed, gateway_config, linear, wait_for
+
+TERMINAL = ("rolled_back", "promoted", "failed")
+
+
+class Sink:
+    """A real local HTTP server that records every alert posted to it."""
+
+    def __init__(self) -> None:
+        received: list[tuple[str, dict[str, Any]]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                received.append((self.path, json.loads(body)))
+                self.send_response(202)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.received = received
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def bodies(self, path: str) -> list[dict[str, Any]]:
+        return [b for p, b in self.received if p == path]
+
+
+class Traffic:
+    """Live client traffic at a fixed rate on a background thread, recording every answer."""
+
+    def __init__(self, url: str, rate: float) -> None:
+        self.url, self.rate = url, rate
+        self.answers: list[tuple[float, int, str]] = []  # (time, status, arm)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    async def _run(self) -> None:
+        pending: set[asyncio.Task[None]] = set()
+        async with httpx.AsyncClient(base_url=self.url, timeout=30.0) as client:
+            next_at, deadline = time.monotonic(), time.monotonic() + 240  # bounded
+            i = 0
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                task = asyncio.ensure_future(self._one(client, i))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                i += 1
+                next_at += 1.0 / self.rate
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _one(self, client: httpx.AsyncClient, i: int) -> None:
+        row = np.random.default_rng(i).normal(size=(1, N_FEATURES)).round(4).tolist()
+        try:
+            resp = await client.post("/v1/predict", json={"inputs": row})
+            self.answers.append((time.time(), resp.status_code,
+                                 resp.headers.get("x-gateway-arm", "")))
+        except httpx.HTTPError:
+            self.answers.append((time.time(), 599, ""))
+
+    def statuses(self) -> Counter[int]:
+        return Counter(status for _, status, _ in self.answers)
+
+
+def judged_config(app: str, sink: Sink, steps: list[dict[str, Any]], **extra: Any) -> Any:
+    overrides: dict[str, Any] = {
+        "rollout": {"steps": steps, "auto_promote": True, "rollback_window_s": 120},
+        "alerts": [{"type": "webhook", "url": f"{sink.url}/webhook"},
+                   {"type": "slack", "url": f"{sink.url}/slack"},
+                   {"type": "pagerduty", "url": f"{sink.url}/pagerduty",
+                    "routing_key_env": "GATEWAY_TEST_PD_KEY"}],
+        **extra,
+    }
+    return replace(gateway_config(overrides, judged=True), app_name=app)
+
+
+HOLD_50 = [{"weight": 50.0, "min_requests": 10**9, "min_duration_s": 10**6}]
+
+
+def register(registry: ModelRegistry, faults: Faults | None = None, scale: float = 1.0,
+             what: str = "model") -> ModelRef:
+    return register_pyfunc_model(registry, linear(faults, scale), what)
+
+
+def start_rollout(app: Deployed, ref: ModelRef) -> None:
+    app.registry.set_alias(CHALLENGER, ref.version, actor="test", reason="start a rollout")
+
+
+def finished(app: Deployed, version: str, timeout_s: float = 90.0) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        s = app.status()
+        ours = f"-v{version}-" in (s.get("rollout_id") or "")
+        return s if ours and s["phase"] in TERMINAL else None
+
+    return dict(wait_for(done, timeout_s, f"rollout of v{version} to finish"))
+
+
+def check_alerts(sink: Sink, version: str) -> None:
+    def arrived() -> bool:
+        return all(any(version in json.dumps(b) for b in sink.bodies(p))
+                   for p in ("/webhook", "/slack", "/pagerduty"))
+
+    wait_for(arrived, 20, "alerts in every format")
+    hook = [b for b in sink.bodies("/webhook") if b.get("challenger_version") == version][-1]
+    assert hook["action"] in ("rollback", "rollback_and_alert") and hook["reasons"]
+    slack = [b for b in sink.bodies("/slack") if version in json.dumps(b)][-1]
+    assert slack["text"] and slack["blocks"][0]["type"] == "header"
+    pd = [b for b in sink.bodies("/pagerduty") if version in json.dumps(b)][-1]
+    assert pd["routing_key"] == "pd-routing-key" and pd["event_action"] == "trigger"
+    assert pd["payload"]["severity"] in ("critical", "error", "warning", "info")
+
+
+def check_mlflow_run(registry: ModelRegistry, cfg: Any, rollout_id: str, outcome: str) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=registry.tracking_uri)
+
+    def run() -> Any:
+        exp = client.get_experiment_by_name(cfg.supervisor.rollout_experiment)
+        if exp is None:
+            return None
+        runs = client.search_runs([exp.experiment_id],
+                                  f"tags.`gateway.rollout_id` = '{rollout_id}'")
+        done = runs and runs[0].data.tags.get("gateway.outcome") not in (None, "running")
+        return runs[0] if done else None
+
+    found = wait_for(run, 30, "the MLflow rollout run")
+    assert found.data.tags["gateway.outcome"] == outcome
+    assert found.data.params, "the policy is logged as params"
+    names = [a.path for a in client.list_artifacts(found.info.run_id)]
+    assert "verdict.json" in names
+
+
