@@ -32,6 +32,7 @@ from model_registry.registry import ModelRegistry
 log = logging.getLogger("champion_gateway.effects")
 
 VERDICT_TAG = "gateway.verdict"
+WARMUP_S = 30.0  # memory growth right after a model loads is not counted as creep
 
 
 def _failing_guard(verdict: Any) -> str | None:
@@ -136,14 +137,21 @@ class EffectRunner:
             self._sampler.set_pids(self._pids.values())
 
     def resources(self, state: ro.RolloutState) -> ResourceReadings | None:
-        """Memory of each arm's replicas, from the latest gpu_monitor samples."""
+        """Memory of each arm's replicas, from the latest gpu_monitor samples.
+
+        The challenger's history starts `WARMUP_S` after it was loaded: loading and the
+        first requests grow a process's memory once, which is not a leak.
+        """
         history = self._sampler.history()
         if not history:
             return None
+        loaded_at = state.phase_started_at + WARMUP_S
 
         def arm(slot: str) -> ArmResources | None:
             pids = [p for (s, _), p in self._pids.items() if s == slot]
-            used = [sum(snap.process_memory_bytes(p) or 0 for p in pids) for snap in history]
+            snaps = history if slot == state.champion_slot else \
+                [snap for snap in history if snap.timestamp >= loaded_at] or history[-1:]
+            used = [sum(snap.process_memory_bytes(p) or 0 for p in pids) for snap in snaps]
             device = history[-1].devices[0] if history[-1].devices else None
             total = device.memory_total_bytes if device else None
             if not pids or not used[-1] or not total:

@@ -13,15 +13,16 @@ from guards.results import GuardResult, GuardState, TriggerSpec, no_signal
 from guards.window import ArmWindow
 
 
-def creep_slope(history: Sequence[int], min_rising: float) -> float:
+def creep_slope(history: Sequence[int], min_rising: float, min_step: float = 0.0) -> float:
     """Least-squares slope (bytes per sample) if the series rises steadily, else 0.
 
-    "Steadily": at least `min_rising` of the steps go up (a leak creeps; a cache that
-    fills once and plateaus or a sawtooth of allocations does not).
+    "Steadily": at least `min_rising` of the steps go up by more than `min_step` bytes (a
+    leak creeps; a cache that fills once and plateaus, a sawtooth of allocations, or the
+    allocator's few-kilobyte jitter does not).
     """
     y = np.asarray(history, dtype=np.float64)
     steps = np.diff(y)
-    if steps.size == 0 or float(np.mean(steps > 0)) < min_rising:
+    if steps.size == 0 or float(np.mean(steps > min_step)) < min_rising:
         return 0.0
     x = np.arange(y.size, dtype=np.float64)
     slope = float(np.polyfit(x, y, 1)[0])
@@ -39,8 +40,8 @@ class MemoryGuard:
 
     name = "memory"
     PARAMS: ClassVar[Mapping[str, Any]] = {
-        **COMMON_PARAMS, "min_history": 10, "horizon": 600, "min_rising": 0.8,
-        "champion_factor": 2.0,
+        **COMMON_PARAMS, "min_history": 30, "horizon": 600, "min_rising": 0.8,
+        "champion_factor": 2.0, "min_step_bytes": 2**20,
     }
 
     def __init__(self, trigger: TriggerSpec, context: JudgeContext, alpha: float) -> None:
@@ -49,6 +50,7 @@ class MemoryGuard:
         self._horizon = float(param(trigger, self.PARAMS, "horizon"))
         self._min_rising = float(param(trigger, self.PARAMS, "min_rising"))
         self._factor = float(param(trigger, self.PARAMS, "champion_factor"))
+        self._min_step = float(param(trigger, self.PARAMS, "min_step_bytes"))
 
     @staticmethod
     def n_tests(trigger: TriggerSpec, context: JudgeContext) -> int:
@@ -61,7 +63,7 @@ class MemoryGuard:
     def _slope(self, arm: ArmResources | None) -> float:
         if arm is None or len(arm.history) < self._min_history:
             return 0.0
-        return creep_slope(arm.history, self._min_rising)
+        return creep_slope(arm.history, self._min_rising, self._min_step)
 
     def evaluate(
         self, champion: ArmWindow, challenger: ArmWindow, resources: ResourceReadings | None

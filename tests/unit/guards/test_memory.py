@@ -47,3 +47,15 @@ def test_creep_slope_ignores_plateaus_and_sawtooth() -> None:
     assert creep_slope([1, 2, 3, 4, 5, 6], 0.8) > 0
     assert creep_slope([1, 5, 1, 5, 1, 5, 1, 5], 0.8) == 0.0
     assert creep_slope([1, 2, 3, 3, 3, 3, 3, 3], 0.8) == 0.0
+
+
+def test_allocator_jitter_is_not_a_creep() -> None:
+    """A process whose memory rises a few kilobytes per sample (Python's allocator after a
+    model load) is not leaking; steps under min_step_bytes do not count as rising."""
+    from guards.memory import creep_slope
+
+    mib = 2**20
+    jitter = [500 * mib + 4096 * i for i in range(40)]
+    assert creep_slope(jitter, 0.8, min_step=mib) == 0.0
+    leak = [500 * mib + 8 * mib * i for i in range(40)]
+    assert creep_slope(leak, 0.8, min_step=mib) > 7 * mib
