@@ -13,6 +13,7 @@ from gateway.demo.run import register_pyfunc_model
 from model_registry.refs import ModelRef
 from model_registry.registry import ModelRegistry
 from tests.e2e.gateway.harness import Deployed, deployed, gateway_config, linear
+from tests.e2e.gateway.rollout_helpers import Sink
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +38,12 @@ def healthy_app(ray_serve: str, registry: ModelRegistry,
     cfg = replace(gateway_config(weight=30.0), app_name="gw-healthy")
     with deployed(ray_serve, registry, models["v1"], models["v2"], cfg) as app:
         yield app
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[Sink]:
+    """A local HTTP server receiving the alerts of the rollout tests."""
+    s = Sink()
+    yield s
+    s.server.shutdown()
+    s.server.server_close()

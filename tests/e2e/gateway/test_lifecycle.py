@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,14 +26,6 @@ from tests.e2e.gateway.rollout_helpers import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def sink() -> Iterator[Sink]:
-    s = Sink()
-    yield s
-    s.server.shutdown()
-    s.server.server_close()
 
 
 def test_healthy_challenger_walks_every_step_is_promoted_and_can_be_rolled_back(

@@ -4,7 +4,6 @@ and every decision is recorded (registry, audit log, MLflow run, alerts)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -26,14 +25,6 @@ from tests.e2e.gateway.rollout_helpers import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def sink() -> Iterator[Sink]:
-    s = Sink()
-    yield s
-    s.server.shutdown()
-    s.server.server_close()
 
 
 def test_raising_challenger_is_rolled_back_within_a_second_with_zero_client_errors(
