@@ -28,7 +28,3 @@ class InputError(GatewayError):
 
 class ModelLoadError(GatewayError):
     """A model version could not be loaded or failed its health check."""
-
-
-class BackendError(GatewayError):
-    """A model raised while serving a well-formed request (counted against that model)."""

@@ -20,8 +20,6 @@ from gateway.demo.models import N_FEATURES, Faults, LinearModel, demo_weights
 from model_registry.refs import CHALLENGER, CHAMPION, ModelRef
 from model_registry.registry import ModelRegistry
 
-ModelFactory = Callable[..., ModelRef]
-
 
 def linear(faults: Faults | None = None, scale: float = 1.0) -> LinearModel:
     return LinearModel([w * scale for w in demo_weights()], 0.1, faults)
