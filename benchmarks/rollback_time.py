@@ -363,6 +363,7 @@ def report(s: Settings, command: str, machine: dict[str, Any], runs: list[RunRes
         "settings": asdict(s),
         "gateway": {"ingress_replicas": cfg.ingress.num_replicas,
                     "flush_interval_s": cfg.control.flush_interval_s,
+                    "urgent_flush_s": cfg.control.urgent_flush_s,
                     "long_poll_timeout_s": cfg.control.long_poll_timeout_s,
                     "supervisor_tick_s": cfg.supervisor.tick_s, "triggers": "default"},
         "median": med, "max": worst, "client_errors": errors,
@@ -385,7 +386,9 @@ def markdown(rep: dict[str, Any]) -> str:
         f"Command: `{rep['command']}`. {len(rep['runs'])} runs; {s['replicas']} ingress "
         f"replicas; {s['rate']:g} req/s open-loop traffic; challenger at {s['weight']:g}% "
         "raising on every request after its health check; default triggers; gateway "
-        f"defaults for flush ({rep['gateway']['flush_interval_s']:g} s) and long-poll.", "",
+        f"defaults for flush (every {rep['gateway']['flush_interval_s']:g} s, "
+        f"{rep['gateway']['urgent_flush_s']:g} s after a failed challenger call) and "
+        "long-poll.", "",
         "| interval (ms) | median | max |", "|---|---:|---:|",
         row("first_bad_to_all_replicas_ms", "**first bad response -> weight 0 on every "
             "ingress replica**"),
@@ -420,8 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.argv[1:] if argv is None else argv)
     rep = run(s, command.strip())
     out = write_json("rollback_time.json", rep)
-    write_section("rollback_time", markdown(rounded(rep, 1)))
-    print(json.dumps(rounded({k: v for k, v in rep.items() if k != "runs"}, 1), indent=2))
+    write_section("rollback_time", markdown(rounded(rep, 3)))
+    print(json.dumps(rounded({k: v for k, v in rep.items() if k != "runs"}, 3), indent=2))
     log(f"wrote {out} and benchmarks/RESULTS.md")
     return 0
 

@@ -80,7 +80,10 @@ class ControlConfig:
     namespace: str = "champion_gateway"
     supervisor_name: str = "champion-gateway-supervisor"
     long_poll_timeout_s: float = bounded(30.0, gt=0.0)
-    flush_interval_s: float = bounded(0.1, gt=0.0)
+    # Ingress -> supervisor window deltas: every `flush_interval_s`, and within
+    # `urgent_flush_s` of a failed challenger call (errors are what must roll back fastest).
+    flush_interval_s: float = bounded(0.25, gt=0.0)
+    urgent_flush_s: float = bounded(0.05, gt=0.0)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from gateway.config import parse_config
 from gateway.errors import InputError
 from gateway.feedback import parse_feedback
+from gateway.flushtimer import FlushTimer
 from gateway.http import (
     check_bearer,
     error_response,
@@ -40,6 +41,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 OUTCOMES = {"ok": Outcome.OK, "client_error": Outcome.CLIENT_ERROR,
             "server_error": Outcome.SERVER_ERROR, "timeout": Outcome.TIMEOUT}
 ADMIN_OPS = ("promote", "rollback", "pause", "resume")
+URGENT = frozenset({Outcome.SERVER_ERROR, Outcome.TIMEOUT})
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ class Ingress(LLMRoutes):
         self._windows: dict[str, ArmWindow] = {}
         self._served: list[tuple[str, str]] = []  # (request id, model version) for feedback
         self._replica_id = uuid.uuid4().hex[:12]
+        self._flush_timer = FlushTimer(self._cfg.control.flush_interval_s,
+                                       self._cfg.control.urgent_flush_s)
         self._spawn(self._flush_loop())
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/predict"): self._predict,
@@ -192,6 +196,8 @@ class Ingress(LLMRoutes):
         outcome = OUTCOMES.get(call.outcome)
         if outcome is None:  # "unavailable": no model was called, nothing to judge
             return
+        if arm is Arm.CHALLENGER and outcome in URGENT:
+            self._flush_timer.urge()
         reply = call.reply if call.outcome == "ok" else None
         version = str(reply["model"]["version"]) if reply else self._version(table, arm)
         window = self._window(version)
@@ -218,9 +224,8 @@ class Ingress(LLMRoutes):
     async def _flush_loop(self) -> None:
         """Send window deltas to the supervisor, fire-and-forget: never awaited, so a slow or
         restarting supervisor never delays a request."""
-        interval = self._cfg.control.flush_interval_s
         while True:
-            await asyncio.sleep(interval)
+            await self._flush_timer.next_flush()
             try:
                 self._flush()
             except Exception:  # a flush must never kill the loop

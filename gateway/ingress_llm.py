@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from gateway.errors import InputError
+from gateway.flushtimer import FlushTimer
 from gateway.http import json_response, parse_json_object, read_body
 from gateway.llm.openai_api import (
     SSE_DONE,
@@ -58,6 +59,7 @@ class IngressCore(Protocol):
     _served: list[tuple[str, str]]
     _stream_handles: dict[str, Any]
     _metrics: GatewayMetrics
+    _flush_timer: FlushTimer
     counts: Counter[tuple[str, str]]
 
     async def _serve(self, table: RoutingTable, arm: Arm, inputs: Any,
@@ -211,6 +213,8 @@ class LLMRoutes:
         version = version or self._version(table, arm)
         latency = time.perf_counter() - tally.started
         self.counts[(arm.value, outcome)] += 1
+        if arm is Arm.CHALLENGER and outcome != "ok":
+            self._flush_timer.urge()
         self._window(version).record(Observation(
             latency, Outcome.OK if outcome == "ok" else
             (Outcome.TIMEOUT if outcome == "timeout" else Outcome.SERVER_ERROR),

@@ -296,6 +296,10 @@ class Supervisor:
             await self._apply(ro.release_old_champion(self._state, self._policy, now))
 
     async def _watch_registry(self) -> None:
+        if self._state.phase in ro.ACTIVE:
+            # A new challenger waits for the current rollout to end: no registry query
+            # (with MLflow on SQL each one costs milliseconds of this actor's CPU).
+            return
         version = await asyncio.to_thread(self._registry.alias_version, CHALLENGER)
         if version is None or version == self._seen_challenger:
             return
