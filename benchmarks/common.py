@@ -322,6 +322,31 @@ def sequential_latencies(url: str, n: int, warmup: int,
     return lat, errors
 
 
+def interleaved_latencies(urls: dict[str, str], n: int, warmup: int,
+                          body: dict[str, Any] = PREDICT_BODY
+                          ) -> dict[str, tuple[list[float], int]]:
+    """Like `sequential_latencies`, for several endpoints at once: one request to each in
+    turn, so every endpoint's samples are taken under the same conditions of the machine
+    (paired). Returns, per name, (latencies in s, non-200 answers)."""
+    import httpx
+
+    lat: dict[str, list[float]] = {name: [] for name in urls}
+    errors = dict.fromkeys(urls, 0)
+    payload = json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
+    with httpx.Client(timeout=30.0) as client:
+        for i in range(warmup + n):
+            for name, url in urls.items():
+                start = time.perf_counter()
+                resp = client.post(url, content=payload, headers=headers)
+                elapsed = time.perf_counter() - start
+                if resp.status_code != 200:
+                    errors[name] += 1
+                if i >= warmup:
+                    lat[name].append(elapsed)
+    return {name: (lat[name], errors[name]) for name in urls}
+
+
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = os.getenv("BENCH_BODY")

@@ -4,22 +4,24 @@
                                   [--duration S] [--memory-requests N] [--profile S]
                                   [--client auto|wrk|httpx] [--verbose]
 
-On one private local Ray instance (RAY_SERVE_THROUGHPUT_OPTIMIZED=1), one app after the
-other (each deleted before the next), all behind Serve's HTTP proxy at POST /v1/predict:
+On one private local Ray instance (RAY_SERVE_THROUGHPUT_OPTIMIZED=1), three apps side by side
+behind Serve's HTTP proxy, all answering POST .../v1/predict:
 
-1. plain: the model deployment alone (a hand-written deployment: mlflow.pyfunc.load_model,
-   predict, JSON) - the floor;
-2. bare: a minimal ingress deployment calling that model deployment through a
+1. plain (/plain): the model deployment alone (a hand-written deployment:
+   mlflow.pyfunc.load_model, predict, JSON) - the floor;
+2. bare (/bare): a minimal ingress deployment calling that model deployment through a
    DeploymentHandle, no guards - what anyone would write by hand;
-3. gateway: `gateway.app.build_app` with the default triggers (every guard) and a challenger
-   held at 10% (the rollout is in phase canary while measured).
+3. gateway (/): `gateway.app.build_app` with the default triggers (every guard) and a
+   challenger held at 10% (the rollout is in phase canary while measured).
 
-Each: p50/p99 latency of a sequential client (after warm-up) and closed-loop throughput of
-`--concurrency` connections (wrk when installed, else httpx), `--repeats` times, medians
-reported. For the gateway also the RSS of its ingress replica (and supervisor) before and
-after `--memory-requests` requests, and optionally a py-spy profile of the ingress replica
-under load. Prints JSON, writes benchmarks/results/overhead.json and a section of
-benchmarks/RESULTS.md.
+Latency: a sequential client sends one request to each mode in turn (paired samples), after
+warm-up, `--repeats` runs. Throughput: closed loop, `--concurrency` connections (wrk when
+installed, else httpx), `--repeats` rounds over the three modes in rotated order; with the
+CPU per request of each serving process. Medians reported. For the gateway also the RSS of
+its ingress replica (and supervisor) every fifth of `--memory-requests` requests, the
+gateway's own per-request code timed in process (`benchmarks/hotpath.py`), and optionally a
+py-spy profile of the ingress replica under load. Prints JSON, writes
+benchmarks/results/overhead.json and a section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from benchmarks.common import (
     cpu_seconds,
     find_pids,
     gateway_config,
+    interleaved_latencies,
     latency_summary_ms,
     load_client_name,
     local_serve,
@@ -62,12 +65,12 @@ from benchmarks.common import (
     rss_mib,
     run_count,
     run_load,
-    sequential_latencies,
     temp_registry,
     wait_for,
     write_json,
     write_section,
 )
+from benchmarks.hotpath import hot_path
 
 if TYPE_CHECKING:  # ray is imported only after prepare_env() set its environment
     from ray.serve.deployment import Deployment
@@ -168,25 +171,31 @@ class Deployed:
     mode: str
     app_name: str
     ingress: str  # the deployment that receives HTTP (its replica is profiled / measured)
+    route_prefix: str
     cfg: Any = None  # the gateway's config (gateway mode only)
+
+    def endpoint(self, url: str) -> str:
+        return f"{url}{self.route_prefix.rstrip('/')}/v1/predict"
 
 
 def deploy(mode: str, url: str, registry: Any, refs: dict[str, Any],
            token: str) -> Deployed:
     from ray import serve
 
-    name = f"bench-{mode}"
+    # All three apps run side by side (the baselines under their own prefix; they answer
+    # any path), so rounds can alternate between them.
+    name, prefix = f"bench-{mode}", f"/{mode}"
     model_uri = refs["champion"].uri
     if mode == "plain":
         dep = _deployment(PlainModel).options(name="model", **MODEL_OPTS)
-        serve.run(dep.bind(registry.tracking_uri, model_uri), name=name, route_prefix="/")
-        return Deployed(mode, name, "model")
+        serve.run(dep.bind(registry.tracking_uri, model_uri), name=name, route_prefix=prefix)
+        return Deployed(mode, name, "model", prefix)
     if mode == "bare":
         model = _deployment(PlainModel).options(name="model", **MODEL_OPTS)
         ingress = _deployment(BareIngress).options(name="ingress", **INGRESS_OPTS)
         serve.run(ingress.bind(model.bind(registry.tracking_uri, model_uri)), name=name,
-                  route_prefix="/")
-        return Deployed(mode, name, "ingress")
+                  route_prefix=prefix)
+        return Deployed(mode, name, "ingress", prefix)
     return deploy_gateway(url, registry, refs, token)
 
 
@@ -204,7 +213,7 @@ def deploy_gateway(url: str, registry: Any, refs: dict[str, Any], token: str) ->
     registry.set_alias(CHALLENGER, refs["challenger"].version)
     wait_for(lambda: admin_status(url, token)["phase"] == "canary", 180,
              "the gateway's rollout to reach canary")
-    return Deployed("gateway", cfg.app_name, "ingress", cfg)
+    return Deployed("gateway", cfg.app_name, "ingress", "/", cfg)
 
 
 def _deployment(cls: type) -> Any:
@@ -231,7 +240,10 @@ def processes(d: Deployed) -> dict[str, int]:
     """The processes serving a request in this mode: Serve's proxy, each replica, and the
     gateway's supervisor."""
     procs: dict[str, int] = {}
-    for name, title in (("proxy", "ray::ProxyActor"), ("supervisor", "ray::Supervisor")):
+    titles = [("proxy", "ray::ProxyActor")]
+    if d.mode == "gateway":
+        titles.append(("supervisor", "ray::Supervisor"))
+    for name, title in titles:
         for i, pid in enumerate(find_pids(title)):
             procs[name + (str(i) if i else "")] = pid
     prefix = f"ray::ServeReplica:{d.app_name}:"
@@ -257,21 +269,18 @@ def cpu_per_request(procs: dict[str, int], load: Callable[[], dict[str, float]]
     return result
 
 
-def measure(endpoint: str, s: Settings, procs: dict[str, int]) -> dict[str, Any]:
-    """Latency (sequential) and throughput (concurrent), `repeats` times each; CPU per
-    request of each serving process during the throughput runs."""
-    run_load(endpoint, s.concurrency, min(3.0, s.duration_s), client=s.client)  # warm-up
-    latency_runs = []
-    errors = 0
-    for _ in range(s.repeats):
-        lat, errs = sequential_latencies(endpoint, s.requests, s.warmup)
-        latency_runs.append(latency_summary_ms(lat))
-        errors += errs
-    load_runs = [cpu_per_request(procs, lambda: run_load(endpoint, s.concurrency,
-                                                         s.duration_s, client=s.client))
-                 for _ in range(s.repeats)]
+def throughput_once(endpoint: str, s: Settings, procs: dict[str, int]) -> dict[str, Any]:
+    """Closed-loop throughput of one mode, with the CPU per request of each serving
+    process."""
+    return cpu_per_request(procs, lambda: run_load(endpoint, s.concurrency, s.duration_s,
+                                                   client=s.client))
+
+
+def summarize_mode(latency_runs: list[dict[str, float]], latency_errors: int,
+                   load_runs: list[dict[str, float]], procs: dict[str, int]) -> dict[str, Any]:
+    """Medians over the repeats of one mode."""
     cpu = {k: median_of(load_runs, k) for k in load_runs[0] if k.startswith("cpu_us.")}
-    errors += int(sum(r["errors"] for r in load_runs))
+    errors = latency_errors + sum(int(r["errors"]) for r in load_runs)
     return {
         "p50_ms": median_of(latency_runs, "p50_ms"), "p99_ms": median_of(latency_runs, "p99_ms"),
         "rps": median_of(load_runs, "rps"),
@@ -282,6 +291,30 @@ def measure(endpoint: str, s: Settings, procs: dict[str, int]) -> dict[str, Any]
     }
 
 
+def measure_interleaved(endpoints: dict[str, str], s: Settings,
+                        procs: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
+    """Latency: `repeats` runs of sequential requests going to each mode in turn (paired
+    samples). Throughput: `repeats` rounds measuring every mode once, in an order rotated
+    each round. Either way a change in the machine's background load falls on every mode
+    alike."""
+    for mode in MODES:  # warm-up: connections, code paths, the gateway's first windows
+        run_load(endpoints[mode], s.concurrency, min(3.0, s.duration_s), client=s.client)
+    latency: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+    latency_errors = dict.fromkeys(MODES, 0)
+    for _ in range(s.repeats):
+        runs = interleaved_latencies({m: endpoints[m] for m in MODES}, s.requests, s.warmup)
+        for mode, (lat, errs) in runs.items():
+            latency[mode].append(latency_summary_ms(lat))
+            latency_errors[mode] += errs
+    loads: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+    for i in range(s.repeats):
+        for mode in MODES[i % len(MODES):] + MODES[:i % len(MODES)]:
+            loads[mode].append(throughput_once(endpoints[mode], s, procs[mode]))
+            log(f"round {i + 1}/{s.repeats} {mode}: {loads[mode][-1]['rps']:.0f} req/s")
+    return {mode: summarize_mode(latency[mode], latency_errors[mode], loads[mode], procs[mode])
+            for mode in MODES}
+
+
 def replica_pid(app: str, deployment: str) -> int:
     pids = find_pids(f"ray::ServeReplica:{app}:{deployment}")
     if len(pids) != 1:
@@ -289,24 +322,41 @@ def replica_pid(app: str, deployment: str) -> int:
     return pids[0]
 
 
+MEMORY_STEPS = 5
+
+
 def memory(endpoint: str, d: Deployed, s: Settings) -> dict[str, Any]:
-    """RSS of the ingress replica (and the supervisor) before and after N requests."""
+    """RSS of the ingress replica (and the supervisor) before, during (every fifth of the
+    requests) and after `memory_requests` requests. Growth in the second half tells a leak
+    from a one-off warm-up (allocator arenas, caches)."""
     ingress = replica_pid(d.app_name, d.ingress)
     sups = find_pids("ray::Supervisor")
-    before = rss_mib(ingress)
-    sup_before = rss_mib(sups[0]) if sups else float("nan")
+
+    def sup_rss() -> float:
+        return rss_mib(sups[0]) if sups else float("nan")
+
+    samples = [(0, rss_mib(ingress), sup_rss())]
     start = time.monotonic()
-    # Cap the time at 10 ms a request: on a slow machine fewer requests, reported as such.
-    load = run_count(endpoint, s.concurrency, s.memory_requests,
-                     max_s=max(60.0, s.memory_requests / 50.0), client=s.client)
-    time.sleep(1.0)  # let the last window flush and anything deferred run
-    return {"requests": load["requests"], "errors": load["errors"],
-            "seconds": time.monotonic() - start, "rps": load["rps"],
-            "ingress_pid": ingress, "ingress_rss_before_mib": before,
-            "ingress_rss_after_mib": rss_mib(ingress),
-            "ingress_rss_growth_mib": rss_mib(ingress) - before,
-            "supervisor_rss_before_mib": sup_before,
-            "supervisor_rss_after_mib": rss_mib(sups[0]) if sups else float("nan")}
+    total = errors = 0
+    step = max(s.memory_requests // MEMORY_STEPS, 1)
+    # Cap the time at 20 ms a request: on a slow machine fewer requests, reported as such.
+    deadline = start + max(60.0, s.memory_requests / 50.0)
+    while total < s.memory_requests and time.monotonic() < deadline:
+        load = run_count(endpoint, s.concurrency, step, max_s=deadline - time.monotonic(),
+                         client=s.client)
+        total += int(load["requests"])
+        errors += int(load["errors"])
+        time.sleep(0.5)  # let the last window flush
+        samples.append((total, rss_mib(ingress), sup_rss()))
+    seconds = time.monotonic() - start
+    half = next((x for x in samples if x[0] >= total / 2), samples[-1])
+    return {"requests": total, "errors": errors, "seconds": seconds, "rps": total / seconds,
+            "ingress_pid": ingress, "samples": [list(x) for x in samples],
+            "ingress_rss_before_mib": samples[0][1], "ingress_rss_after_mib": samples[-1][1],
+            "ingress_rss_growth_mib": samples[-1][1] - samples[0][1],
+            "ingress_rss_growth_second_half_mib": samples[-1][1] - half[1],
+            "supervisor_rss_before_mib": samples[0][2],
+            "supervisor_rss_after_mib": samples[-1][2]}
 
 
 def py_spy() -> str | None:
@@ -437,12 +487,13 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "## Overhead: gateway vs bare composition vs plain Ray Serve", "",
         machine_line(report["machine"]), "",
-        f"Command: `{report['command']}`. Sequential latency: {s['repeats']} x "
-        f"{s['requests']} requests after {s['warmup']} warm-up; throughput: {s['repeats']} x "
-        f"{s['duration_s']:g} s closed loop, {s['concurrency']} connections ({report['client']}"
-        "); medians of the repeats. All through Serve's HTTP proxy, "
-        "RAY_SERVE_THROUGHPUT_OPTIMIZED=1, replicas at 0.25 CPU. Client and server share "
-        "the machine's cores.", "",
+        f"Command: `{report['command']}`. The three apps run side by side. Sequential "
+        f"latency: {s['repeats']} x {s['requests']} requests to each mode in turn (paired) "
+        f"after {s['warmup']} warm-up; throughput: {s['repeats']} rounds of "
+        f"{s['duration_s']:g} s closed loop per mode, order rotated each round, "
+        f"{s['concurrency']} connections ({report['client']}); medians of the repeats. All "
+        "through Serve's HTTP proxy, RAY_SERVE_THROUGHPUT_OPTIMIZED=1, replicas at 0.25 CPU. "
+        "Client and server share the machine's cores.", "",
         "| mode | p50 ms | p99 ms | throughput req/s | p50 ms under load | p99 ms under load "
         "| errors |", "|---|---:|---:|---:|---:|---:|---:|"]
     for mode in MODES:
@@ -470,13 +521,27 @@ def markdown(report: dict[str, Any]) -> str:
               "include other processes' contention)."]
     mem = report.get("memory")
     if mem:
-        lines += ["", f"Gateway ingress RSS: {mem['ingress_rss_before_mib']:.1f} MiB before, "
-                  f"{mem['ingress_rss_after_mib']:.1f} MiB after {mem['requests']} requests "
-                  f"({mem['ingress_rss_growth_mib']:+.1f} MiB); supervisor "
-                  f"{_num(mem['supervisor_rss_before_mib'])} -> "
+        steps = ", ".join(f"{n // 1000}k: {rss:.1f}" for n, rss, _ in mem["samples"])
+        lines += ["", f"Gateway ingress RSS (MiB) by requests served: {steps}; "
+                  f"{mem['ingress_rss_growth_mib']:+.1f} MiB over {mem['requests']} requests, "
+                  f"{mem['ingress_rss_growth_second_half_mib']:+.1f} MiB over the second half; "
+                  f"supervisor {_num(mem['supervisor_rss_before_mib'])} -> "
                   f"{_num(mem['supervisor_rss_after_mib'])} MiB."
-                  + (" (--quick: fewer requests than the 100k of the goal.)"
+                  + (" (fewer requests than the 100k of the goal.)"
                      if mem["requests"] < 100_000 else "")]
+    hot = report.get("hot_path")
+    if hot:
+        lines += ["", "The gateway's own per-request code, timed in process (us per call, "
+                  "`benchmarks/hotpath.py`): ingress "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in hot["ingress_gateway_us"].items())
+                  + "; bare ingress " + ", ".join(
+                      f"{k} {v:.1f}" for k, v in hot["ingress_bare_us"].items())
+                  + f"; slot predict (input checks, summaries, model) "
+                  f"{hot['slot_predict_us']:.1f} vs the plain model's predict "
+                  f"{hot['plain_model_predict_us']:.1f}. In all, "
+                  f"{hot['extra_us_per_request']:.0f} us a request more than the bare "
+                  f"composition; a window flush (50 requests' records, delta, serialisation) "
+                  f"{hot['flush_us']:.0f} us, 4 a second."]
     prof = report.get("profile") or {}
     if prof.get("samples"):
         lines += ["", f"py-spy, gateway ingress replica under load ({prof['samples']} samples,"
@@ -501,37 +566,38 @@ def _num(v: float | None, digits: int = 1) -> str:
 
 def run(s: Settings, command: str) -> dict[str, Any]:
     token = prepare_env()
-    results: dict[str, dict[str, Any]] = {}
     mem: dict[str, Any] | None = None
     prof: dict[str, Any] | None = None
     machine = machine_info()
     with temp_registry() as registry, local_serve(verbose=s.verbose) as url:
         refs = {"champion": register_linear(registry, "champion"),
                 "challenger": register_linear(registry, "challenger", scale=1.01)}
-        endpoint = f"{url}/v1/predict"
-        for mode in MODES:
-            log(f"{mode}: deploying")
-            d = deploy(mode, url, registry, refs, token)
-            try:
-                log(f"{mode}: measuring")
-                results[mode] = measure(endpoint, s, processes(d))
-                if mode == "gateway":
-                    results[mode]["phase_after"] = admin_status(url, token)["phase"]
-                    if s.memory_requests:
-                        log(f"gateway: memory over {s.memory_requests} requests")
-                        mem = memory(endpoint, d, s)
-                    if s.profile_s:
-                        log("gateway: profiling the ingress replica")
-                        prof = profile(endpoint, d, s)
-                log(f"{mode}: p50 {results[mode]['p50_ms']:.2f} ms, "
-                    f"{results[mode]['rps']:.0f} req/s")
-            finally:
+        deployed: list[Deployed] = []
+        try:
+            for mode in MODES:
+                log(f"{mode}: deploying")
+                deployed.append(deploy(mode, url, registry, refs, token))
+            by_mode = {d.mode: d for d in deployed}
+            results = measure_interleaved({d.mode: d.endpoint(url) for d in deployed}, s,
+                                          {d.mode: processes(d) for d in deployed})
+            gw = by_mode["gateway"]
+            results["gateway"]["phase_after"] = admin_status(url, token)["phase"]
+            if s.memory_requests:
+                log(f"gateway: memory over {s.memory_requests} requests")
+                mem = memory(gw.endpoint(url), gw, s)
+            if s.profile_s:
+                log("gateway: profiling the ingress replica")
+                prof = profile(gw.endpoint(url), gw, s)
+            log("hot path: the gateway's own per-request code, in process")
+            hot = hot_path(registry, refs["champion"])
+        finally:
+            for d in reversed(deployed):
                 undeploy(d)
     comparison = compare(results)
     machine["loadavg_1m_at_end"] = os.getloadavg()[0]
     return {"benchmark": "overhead", "command": command, "machine": machine,
             "client": load_client_name(s.client), "settings": asdict(s), "results": results,
-            "comparison": comparison, "memory": mem, "profile": prof,
+            "comparison": comparison, "memory": mem, "profile": prof, "hot_path": hot,
             "goals": goals(comparison, mem)}
 
 

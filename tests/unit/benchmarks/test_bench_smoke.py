@@ -80,3 +80,12 @@ def test_profile_summary_drops_idle_leaves_and_ranks_self_time() -> None:
     assert s["self_pct"][0] == ["loads (json/__init__.py)", pytest.approx(66.7, abs=0.1)]
     assert dict(map(tuple, s["gateway_inclusive_pct"]))["_predict (gateway/ingress.py)"] == \
         pytest.approx(88.9, abs=0.1)
+
+
+def test_hot_path_steps_run_and_are_timed() -> None:
+    from benchmarks.hotpath import _bare_ingress_steps, _ingress_steps, per_call_us
+
+    steps = _ingress_steps() | _bare_ingress_steps()
+    assert {"observe (window + metrics)", "parse body (json.loads)"} <= set(steps)
+    for step in steps.values():
+        assert per_call_us(step, loops=10, repeats=3) > 0.0
