@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PACKAGES := gateway guards model_registry gpu_monitor
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test lint typecheck unit bench bench-serving clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ lint: install
 	$(VENV)/bin/ruff check $(PACKAGES) tests benchmarks
 
 typecheck: install
-	$(VENV)/bin/mypy $(PACKAGES)
+	$(VENV)/bin/mypy $(PACKAGES) benchmarks
 
 # Two workers, one local Ray instance each; a test file stays on one worker (its module
 # fixtures deploy apps), and the slow e2e files are split so the workers finish together.
@@ -35,6 +35,11 @@ unit: install
 
 bench: install
 	$(PY) -m benchmarks.judge_sim
+
+# Gateway overhead vs bare Ray Serve, and time to rollback (~25 min; uses wrk when installed).
+bench-serving: install
+	$(PY) -m benchmarks.overhead
+	$(PY) -m benchmarks.rollback_time --runs 5
 
 clean:
 	rm -rf $(VENV) .gateway .pytest_cache .mypy_cache .ruff_cache
