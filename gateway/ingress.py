@@ -232,6 +232,7 @@ class Ingress(LLMRoutes):
                 log.exception("window flush failed")
 
     def _flush(self) -> None:
+        self._metrics.flush_requests()
         deltas = {v: w.take_delta().to_bytes() for v, w in self._windows.items()
                   if not w.is_empty()}
         served, self._served = self._served, []

@@ -24,6 +24,7 @@ import math
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,8 @@ _CODE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _OTHER = "other"
 # Tag dicts are cached per tag tuple; past this many distinct tuples they are built per call.
 _MAX_CACHED_TAGS = 4096
+# Buffered per-request points recorded at once past this many (see GatewayMetrics.request).
+MAX_PENDING = 4096
 
 
 class Kind(enum.StrEnum):
@@ -238,6 +241,7 @@ class GatewayMetrics:
         self._mode_tags = {mode: {"mode": mode} for mode in MODES}
         self._phase_tags = {phase: {"phase": phase} for phase in PHASES}
         self._no_tags: Tags = {}
+        self._pending: list[tuple[str, str, str, float]] = []  # see request()
         # (arm, model_version) -> devices recorded, so `release` can clear every series.
         self._devices: dict[tuple[str, str], set[str]] = {}
 
@@ -245,10 +249,31 @@ class GatewayMetrics:
 
     def request(self, arm: str, model_version: str, outcome: str, latency_s: float) -> None:
         """One model call: counts it and, unless no call was made ('unavailable'), observes
-        its latency. Call it once per arm called (a failover is two calls)."""
-        self._requests.inc(1, self._request_tags.get(arm, model_version, outcome))
-        if outcome != "unavailable":
-            self._latency.observe(latency_s, self._arm_tags.get(arm, model_version))
+        its latency. Call it once per arm called (a failover is two calls).
+
+        Buffered: recorded by `flush_requests()` (the ingress calls it with every window
+        flush), or at once when `MAX_PENDING` calls wait; so the request path only appends
+        to a list, and Ray's recording runs in one warm loop, one counter increment per
+        series."""
+        self._pending.append((arm, model_version, outcome, latency_s))
+        if len(self._pending) >= MAX_PENDING:
+            self.flush_requests()
+
+    @property
+    def pending_requests(self) -> int:
+        return len(self._pending)
+
+    def flush_requests(self) -> int:
+        """Record the buffered calls; returns how many."""
+        pending, self._pending = self._pending, []
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for arm, version, outcome, latency in pending:
+            counts[(arm, version, outcome)] += 1
+            if outcome != "unavailable":
+                self._latency.observe(latency, self._arm_tags.get(arm, version))
+        for (arm, version, outcome), n in counts.items():
+            self._requests.inc(n, self._request_tags.get(arm, version, outcome))
+        return len(pending)
 
     def llm_timing(self, arm: str, model_version: str, ttft_s: float | None,
                    tpot_s: float | None, output_tokens: int) -> None:

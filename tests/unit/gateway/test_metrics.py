@@ -69,6 +69,7 @@ def _record_challenger_calls(n: int) -> str:
         m = get_metrics()
         for _ in range(n):
             m.request("challenger", run, "ok", 0.03)
+        assert m.flush_requests() == n
         return str(ray.get_runtime_context().get_worker_id())
 
     return str(ray.get(record.remote(RUN, n), timeout=60))
@@ -81,6 +82,8 @@ def _record_everything() -> None:
     m.request("champion", RUN, "server_error", 0.5)
     m.request("champion", RUN, "timeout", 12.0)
     m.request("champion", RUN, "unavailable", 0.0)  # no call: counted, no latency
+    # >=: other tests in this process may have left calls in the buffer.
+    assert m.flush_requests() >= len(CHAMPION_LATENCIES) + 3
     m.llm_timing("champion", RUN, 0.08, 0.012, 40)
     m.llm_timing("champion", RUN, 0.3, 0.02, 60)
     m.llm_timing("champion", RUN, None, None, 0)  # nothing measured: nothing recorded
@@ -280,3 +283,16 @@ def test_exported_names_follow_ray_conventions() -> None:
         "ray_gateway_request_latency_seconds_count")
     assert gm.CHALLENGER_WEIGHT.exported == "ray_gateway_challenger_weight"
     assert len(gm.EXPORTED) == len(gm.SPECS)  # no metric defined twice
+
+
+def test_request_points_are_buffered_until_flushed_or_the_buffer_is_full() -> None:
+    m = gm.GatewayMetrics()  # versions 7 and 8: series no other test reads
+    m.request("champion", "7", "ok", 0.01)
+    m.request("challenger", "8", "unavailable", 0.0)
+    assert m.pending_requests == 2
+    assert m.flush_requests() == 2 and m.pending_requests == 0
+    for _ in range(gm.MAX_PENDING - 1):
+        m.request("champion", "7", "ok", 0.01)
+    assert m.pending_requests == gm.MAX_PENDING - 1
+    m.request("champion", "7", "ok", 0.01)  # the buffer is full: recorded at once
+    assert m.pending_requests == 0
