@@ -1,6 +1,7 @@
 """What the gateway costs per request: the same tiny MLflow model served three ways.
 
     python -m benchmarks.overhead [--quick] [--requests N] [--concurrency C] [--repeats R]
+                                  [--rounds K]
                                   [--duration S] [--memory-requests N] [--profile S]
                                   [--client auto|wrk|httpx] [--verbose]
     python -m benchmarks.overhead --render [benchmarks/results/overhead.json]
@@ -17,7 +18,8 @@ behind Serve's HTTP proxy, all answering POST .../v1/predict:
 
 Latency: a sequential client sends one request to each mode in turn (paired samples), after
 warm-up, `--repeats` runs. Throughput: closed loop, `--concurrency` connections (wrk when
-installed, else httpx), `--repeats` rounds over the three modes in rotated order; with the
+installed, else httpx), `--rounds` short rounds over the three modes in rotated order (many
+short rounds: the machine's drift falls on every mode alike); with the
 CPU per request of each serving process. Medians reported. For the gateway also the RSS of
 its ingress replica (and supervisor) every fifth of `--memory-requests` requests, the
 gateway's own per-request code timed in process (`benchmarks/hotpath.py`), and optionally a
@@ -92,8 +94,9 @@ class Settings:
     requests: int  # sequential requests per latency repeat
     warmup: int
     concurrency: int
-    duration_s: float  # per throughput repeat
-    repeats: int
+    duration_s: float  # per throughput run
+    repeats: int  # sequential-latency runs
+    rounds: int  # throughput rounds (each mode once per round)
     memory_requests: int
     profile_s: float  # 0: no profile
     client: str
@@ -108,7 +111,9 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p.add_argument("--requests", type=int, help="sequential requests per latency repeat")
     p.add_argument("--concurrency", type=int, default=16, help="concurrent connections")
     p.add_argument("--duration", type=float, help="seconds per throughput repeat")
-    p.add_argument("--repeats", type=int, help="repeats of each measurement (median kept)")
+    p.add_argument("--repeats", type=int, help="sequential-latency runs (median kept)")
+    p.add_argument("--rounds", type=int, help="throughput rounds, each mode once a round "
+                   "(median kept)")
     p.add_argument("--memory-requests", type=int, help="requests between the RSS readings")
     p.add_argument("--profile", type=float, help="seconds of py-spy on the gateway ingress "
                    "under load (0: none)")
@@ -118,8 +123,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     q = a.quick
     return Settings(
         requests=a.requests or (300 if q else 2000), warmup=50 if q else 200,
-        concurrency=a.concurrency, duration_s=a.duration or (4.0 if q else 15.0),
-        repeats=a.repeats or 3,
+        concurrency=a.concurrency, duration_s=a.duration or (4.0 if q else 5.0),
+        repeats=a.repeats or 3, rounds=a.rounds or (3 if q else 9),
         memory_requests=a.memory_requests if a.memory_requests is not None
         else (5_000 if q else 100_000),
         profile_s=a.profile if a.profile is not None else (5.0 if q else 15.0),
@@ -297,7 +302,7 @@ def summarize_mode(latency_runs: list[dict[str, float]], latency_errors: int,
 def measure_interleaved(endpoints: dict[str, str], s: Settings,
                         procs: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
     """Latency: `repeats` runs of sequential requests going to each mode in turn (paired
-    samples). Throughput: `repeats` rounds measuring every mode once, in an order rotated
+    samples). Throughput: `rounds` rounds measuring every mode once, in an order rotated
     each round. Either way a change in the machine's background load falls on every mode
     alike."""
     for mode in MODES:  # warm-up: connections, code paths, the gateway's first windows
@@ -310,10 +315,10 @@ def measure_interleaved(endpoints: dict[str, str], s: Settings,
             latency[mode].append(latency_summary_ms(lat))
             latency_errors[mode] += errs
     loads: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
-    for i in range(s.repeats):
+    for i in range(s.rounds):
         for mode in MODES[i % len(MODES):] + MODES[:i % len(MODES)]:
             loads[mode].append(throughput_once(endpoints[mode], s, procs[mode]))
-            log(f"round {i + 1}/{s.repeats} {mode}: {loads[mode][-1]['rps']:.0f} req/s")
+            log(f"round {i + 1}/{s.rounds} {mode}: {loads[mode][-1]['rps']:.0f} req/s")
     return {mode: summarize_mode(latency[mode], latency_errors[mode], loads[mode], procs[mode])
             for mode in MODES}
 
@@ -497,9 +502,9 @@ def markdown(report: dict[str, Any]) -> str:
         machine_line(report["machine"]), "",
         f"Command: `{report['command']}`. The three apps run side by side. Sequential "
         f"latency: {s['repeats']} x {s['requests']} requests to each mode in turn (paired) "
-        f"after {s['warmup']} warm-up; throughput: {s['repeats']} rounds of "
+        f"after {s['warmup']} warm-up; throughput: {s.get('rounds', s['repeats'])} rounds of "
         f"{s['duration_s']:g} s closed loop per mode, order rotated each round, "
-        f"{s['concurrency']} connections ({report['client']}); medians of the repeats. All "
+        f"{s['concurrency']} connections ({report['client']}); medians. All "
         "through Serve's HTTP proxy, RAY_SERVE_THROUGHPUT_OPTIMIZED=1, replicas at 0.25 CPU. "
         "Client and server share the machine's cores.", "",
         "| mode | p50 ms | p99 ms | throughput req/s | p50 ms under load | p99 ms under load "
