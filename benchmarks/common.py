@@ -300,32 +300,10 @@ def rss_mib(pid: int) -> float:
 # --- load generators ------------------------------------------------------------------------
 
 
-def sequential_latencies(url: str, n: int, warmup: int,
-                         body: dict[str, Any] = PREDICT_BODY) -> tuple[list[float], int]:
-    """One client, one request at a time on a kept-alive connection: (latencies in s,
-    non-200 answers)."""
-    import httpx
-
-    lat: list[float] = []
-    errors = 0
-    payload = json.dumps(body).encode()
-    headers = {"content-type": "application/json"}
-    with httpx.Client(timeout=30.0) as client:
-        for i in range(warmup + n):
-            start = time.perf_counter()
-            resp = client.post(url, content=payload, headers=headers)
-            elapsed = time.perf_counter() - start
-            if resp.status_code != 200:
-                errors += 1
-            if i >= warmup:
-                lat.append(elapsed)
-    return lat, errors
-
-
 def interleaved_latencies(urls: dict[str, str], n: int, warmup: int,
                           body: dict[str, Any] = PREDICT_BODY
                           ) -> dict[str, tuple[list[float], int]]:
-    """Like `sequential_latencies`, for several endpoints at once: one request to each in
+    """One client, one request at a time on a kept-alive connection, to each endpoint in
     turn, so every endpoint's samples are taken under the same conditions of the machine
     (paired). Returns, per name, (latencies in s, non-200 answers)."""
     import httpx

@@ -51,7 +51,6 @@ def _ingress_steps() -> dict[str, Callable[[], object]]:
         window.record(Observation(0.004, Outcome.OK, 0.5, 0.3, 0, 0, 0.001))
         metrics.request("champion", "1", "ok", 0.004)
 
-
     return {
         "parse body (parse_json_object)": lambda: parse_json_object(body),
         "choose arm (choose_arm)": lambda: choose_arm(table, None),

@@ -196,24 +196,24 @@ class Ingress(LLMRoutes):
         outcome = OUTCOMES.get(call.outcome)
         if outcome is None:  # "unavailable": no model was called, nothing to judge
             return
-        if arm is Arm.CHALLENGER and outcome in URGENT:
-            self._flush_timer.urge()
         reply = call.reply if call.outcome == "ok" else None
         version = str(reply["model"]["version"]) if reply else self._version(table, arm)
-        window = self._window(version)
         if reply is None:
-            window.record(Observation(call.latency_s, outcome))
+            self._record(arm, version, Observation(call.latency_s, outcome))
         else:
-            window.record(Observation(
+            self._record(arm, version, Observation(
                 call.latency_s, outcome, reply.get("output_summary"), reply.get("input_summary"),
                 reply.get("tokens_in", 0), reply.get("tokens_out", 0), reply.get("busy_s", 0.0)))
         self._metrics.request(arm.value, version, call.outcome, call.latency_s)
 
-    def _window(self, version: str) -> ArmWindow:
+    def _record(self, arm: Arm, version: str, observation: Observation) -> None:
+        """Into the version's window; a failed challenger call asks for an early flush."""
         window = self._windows.get(version)
         if window is None:
             window = self._windows[version] = ArmWindow()
-        return window
+        window.record(observation)
+        if arm is Arm.CHALLENGER and observation.outcome in URGENT:
+            self._flush_timer.urge()
 
     def _evaluator(self) -> EvaluatorPool:
         """Hallucination scoring actors, started on the first LLM answer with a context."""

@@ -17,7 +17,6 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from gateway.errors import InputError
-from gateway.flushtimer import FlushTimer
 from gateway.http import json_response, parse_json_object, read_body
 from gateway.llm.openai_api import (
     SSE_DONE,
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
     from gateway.llm.evaluator import EvaluatorPool
     from gateway.metrics import GatewayMetrics
     from gateway.tablewatch import TableWatcher
-    from guards.window import ArmWindow
 
 
 class IngressCore(Protocol):
@@ -59,13 +57,12 @@ class IngressCore(Protocol):
     _served: list[tuple[str, str]]
     _stream_handles: dict[str, Any]
     _metrics: GatewayMetrics
-    _flush_timer: FlushTimer
     counts: Counter[tuple[str, str]]
 
     async def _serve(self, table: RoutingTable, arm: Arm, inputs: Any,
                      method: str) -> tuple[Arm, ArmCall]: ...
     def _version(self, table: RoutingTable, arm: Arm) -> str: ...
-    def _window(self, version: str) -> ArmWindow: ...
+    def _record(self, arm: Arm, version: str, observation: Observation) -> None: ...
     def _evaluator(self) -> EvaluatorPool: ...
     async def _openai(self, request: Request, kind: str) -> Response: ...
     def _generation_answer(self, arm: Arm, call: ArmCall, req: GenerationRequest,
@@ -213,9 +210,7 @@ class LLMRoutes:
         version = version or self._version(table, arm)
         latency = time.perf_counter() - tally.started
         self.counts[(arm.value, outcome)] += 1
-        if arm is Arm.CHALLENGER and outcome != "ok":
-            self._flush_timer.urge()
-        self._window(version).record(Observation(
+        self._record(arm, version, Observation(
             latency, Outcome.OK if outcome == "ok" else
             (Outcome.TIMEOUT if outcome == "timeout" else Outcome.SERVER_ERROR),
             tokens_in=tally.prompt_tokens, tokens_out=tally.tokens, busy_s=latency,
