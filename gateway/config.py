@@ -91,6 +91,7 @@ class SupervisorConfig:
     tick_s: float = bounded(0.25, gt=0.0)  # control-loop period (time-based steps, loading)
     registry_poll_s: float = bounded(1.0, gt=0.0)  # how often the challenger alias is read
     resource_interval_s: float = bounded(2.0, gt=0.0)  # memory sampling of slot replicas
+    judge_persist_s: float = bounded(5.0, gt=0.0)  # how often the judge's evidence is saved
     audit_path: str = ".gateway/audit.jsonl"
     rollout_experiment: str = "champion-gateway-rollouts"
 

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +62,12 @@ class EffectRunner:
         self._runs: dict[str, RolloutRun] = {}
         self._champion_replicas = cfg.slots.num_replicas
         self._pids: dict[tuple[str, str], int] = {}
+        # 10 minutes at the default interval: memory growth is judged over the rollout.
         self._sampler = Sampler(make_gpu_source("auto"), cfg.supervisor.resource_interval_s,
-                                history_size=60)
+                                history_size=300)
         self._sampler.start()
+        # Requests each slot had served when a memory sample was first seen, by timestamp.
+        self._served_at: dict[float, dict[str, int]] = {}
 
     # --- called by the supervisor ----------------------------------------------------------
 
@@ -136,30 +139,43 @@ class EffectRunner:
             self._pids[(slot, replica_id)] = pid
             self._sampler.set_pids(self._pids.values())
 
-    def resources(self, state: ro.RolloutState) -> ResourceReadings | None:
-        """Memory of each arm's replicas, from the latest gpu_monitor samples.
-
-        The challenger's history starts `WARMUP_S` after it was loaded: loading and the
-        first requests grow a process's memory once, which is not a leak.
-        """
+    def resources(self, state: ro.RolloutState,
+                  served: Mapping[str, int] | None = None) -> ResourceReadings | None:
+        """Memory of each arm's replicas, from the gpu_monitor samples since the challenger
+        was loaded (plus `WARMUP_S`: loading and the first requests grow a process's memory
+        once, which is not a leak), across canary steps, with the requests each slot had
+        served at each sample (`served`: slot -> cumulative requests, now)."""
         history = self._sampler.history()
         if not history:
             return None
-        loaded_at = state.phase_started_at + WARMUP_S
+        self._note_served(history[-1].timestamp, served or {})
+        start = (state.loaded_at or state.phase_started_at) + WARMUP_S
+        snaps = [snap for snap in history if snap.timestamp >= start] or history[-1:]
 
         def arm(slot: str) -> ArmResources | None:
             pids = [p for (s, _), p in self._pids.items() if s == slot]
-            snaps = history if slot == state.champion_slot else \
-                [snap for snap in history if snap.timestamp >= loaded_at] or history[-1:]
             used = [sum(snap.process_memory_bytes(p) or 0 for p in pids) for snap in snaps]
             device = history[-1].devices[0] if history[-1].devices else None
             total = device.memory_total_bytes if device else None
             if not pids or not used[-1] or not total:
                 return None
-            return ArmResources(used_bytes=used[-1], total_bytes=total, history=tuple(used))
+            counts = [self._served_at.get(snap.timestamp, {}).get(slot) for snap in snaps]
+            # samples from before this supervisor saw them (a restart) have no request count
+            known = [(u, c) for u, c in zip(used, counts, strict=True) if c is not None]
+            hist, requests = (tuple(u for u, _ in known), tuple(c for _, c in known)) \
+                if len(known) >= 2 else (tuple(used), ())
+            return ArmResources(used_bytes=used[-1], total_bytes=total, history=hist,
+                                requests=requests)
 
         return ResourceReadings(champion=arm(state.champion_slot),
                                 challenger=arm(state.free_slot))
+
+    def _note_served(self, timestamp: float, served: Mapping[str, int]) -> None:
+        if timestamp not in self._served_at:
+            self._served_at[timestamp] = dict(served)
+            keep = {s.timestamp for s in self._sampler.history()}
+            for ts in [t for t in self._served_at if t not in keep]:
+                del self._served_at[ts]
 
     def close(self) -> None:
         self._sampler.stop()

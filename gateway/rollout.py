@@ -95,6 +95,9 @@ class RolloutState:
     awaiting_promotion: bool = False
     promoted_at: float | None = None
     reason: str = ""
+    # Both arms degraded together since then: the step clock is stopped (a shared incident).
+    held_since: float | None = None
+    loaded_at: float | None = None  # when the challenger passed its health check
 
     @property
     def champion(self) -> ModelRef | None:
@@ -116,7 +119,8 @@ class RolloutState:
                 "step_base_requests": self.step_base_requests,
                 "paused_phase": self.paused_phase.value if self.paused_phase else None,
                 "awaiting_promotion": self.awaiting_promotion, "promoted_at": self.promoted_at,
-                "reason": self.reason}
+                "reason": self.reason, "held_since": self.held_since,
+                "loaded_at": self.loaded_at}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RolloutState:
@@ -131,7 +135,8 @@ class RolloutState:
                    step_base_requests=int(d.get("step_base_requests", 0)),
                    paused_phase=Phase(d["paused_phase"]) if d.get("paused_phase") else None,
                    awaiting_promotion=bool(d.get("awaiting_promotion")),
-                   promoted_at=d.get("promoted_at"), reason=str(d.get("reason", "")))
+                   promoted_at=d.get("promoted_at"), reason=str(d.get("reason", "")),
+                   held_since=d.get("held_since"), loaded_at=d.get("loaded_at"))
 
 
 @dataclass(frozen=True)
@@ -195,7 +200,7 @@ def loaded(state: RolloutState, policy: RolloutPolicy, now: float) -> Transition
     _require(state, Phase.LOADING, "loaded")
     phase = Phase.SHADOW if policy.shadow.enabled else Phase.CANARY
     return Transition(replace(state, phase=phase, step=0, phase_started_at=now,
-                              step_base_requests=0),
+                              step_base_requests=0, loaded_at=now),
                       Event("loaded", reason="challenger passed its health check"))
 
 
@@ -214,6 +219,11 @@ def observe(state: RolloutState, policy: RolloutPolicy, verdict: Verdict,
         return _breach(state, verdict, now)
     if state.phase is Phase.PAUSED or state.awaiting_promotion:
         return Transition(state)
+    if verdict.hold:
+        return _hold(state, verdict, now)
+    if state.held_since is not None:
+        state = _release_hold(state, now)
+        return Transition(state, Event("hold_released", reason=state.reason))
     elapsed = now - state.phase_started_at
     if verdict.state is GuardState.PASS and _step_done(state, policy, challenger_requests,
                                                        elapsed):
@@ -264,7 +274,7 @@ def resume(state: RolloutState, now: float, actor: str, challenger_requests: int
         raise TransitionError(f"cannot resume in phase {state.phase.value}")
     return Transition(replace(state, phase=state.paused_phase, paused_phase=None,
                               phase_started_at=now, step_base_requests=challenger_requests,
-                              reason=""), Event("resumed", actor=actor))
+                              reason="", held_since=None), Event("resumed", actor=actor))
 
 
 def release_old_champion(state: RolloutState, policy: RolloutPolicy, now: float) -> Transition:
@@ -291,7 +301,8 @@ def _end(state: RolloutState, phase: Phase, reason: str, now: float) -> RolloutS
     """Terminal phases release the challenger's slot; the champion stays where it is."""
     models = {**state.slot_models, state.free_slot: None}
     return replace(state, phase=phase, slot_models=models, phase_started_at=now,
-                   paused_phase=None, awaiting_promotion=False, reason=reason)
+                   paused_phase=None, awaiting_promotion=False, reason=reason,
+                   held_since=None)
 
 
 def _step_done(state: RolloutState, policy: RolloutPolicy, requests: int,
@@ -337,6 +348,22 @@ def _breach(state: RolloutState, verdict: Verdict, now: float) -> Transition:
                           Event("alerted", reason=reason, verdict=verdict.to_dict(),
                                 action=action, alert=severity))
     return Transition(state)
+
+
+def _hold(state: RolloutState, verdict: Verdict, now: float) -> Transition:
+    """Both arms degraded: stop the step clock until the incident clears (no rollback)."""
+    if state.held_since is not None:
+        return Transition(state)
+    reason = "; ".join(verdict.reasons) or "both arms degraded"
+    return Transition(replace(state, held_since=now, reason=reason),
+                      Event("held", reason=reason, verdict=verdict.to_dict(), alert="medium"))
+
+
+def _release_hold(state: RolloutState, now: float) -> RolloutState:
+    assert state.held_since is not None
+    held = max(now - state.held_since, 0.0)
+    return replace(state, held_since=None, phase_started_at=state.phase_started_at + held,
+                   reason=f"incident cleared after {held:.1f}s; step clock resumed")
 
 
 def _restore(state: RolloutState, now: float, actor: str, reason: str) -> Transition:

@@ -14,11 +14,13 @@ same rollout step without flapping or acting twice.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
 import time
 import uuid
+import zlib
 from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
@@ -39,6 +41,23 @@ log = logging.getLogger("champion_gateway.supervisor")
 
 STATE_TAG = "gateway.rollout_state"
 VERDICT_TAG = "gateway.verdict"
+# The judge's evidence (every e-process, the matched strata), on the challenger's version:
+# version tags are unbounded text in MLflow's SQL store, registered-model tags are not.
+JUDGE_TAG = "gateway.judge_state"
+PERSIST_EVENTS = frozenset({"step_advanced", "held", "hold_released", "paused", "resumed",
+                            "alerted", "awaiting_promotion"})
+
+
+def encode_judge_state(state: dict[str, Any]) -> str:
+    return base64.b64encode(zlib.compress(json.dumps(state, separators=(",", ":")).encode(),
+                                          6)).decode()
+
+
+def decode_judge_state(text: str) -> dict[str, Any]:
+    data = json.loads(zlib.decompress(base64.b64decode(text)))
+    if not isinstance(data, dict):
+        raise ValueError("judge state is not an object")
+    return data
 
 
 def next_version(previous: int) -> int:
@@ -64,8 +83,12 @@ class Supervisor:
         self._changed: asyncio.Condition | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._slot_reports: dict[str, dict[str, dict[str, Any]]] = {}
-        self._windows: dict[str, ArmWindow] = {}
-        self._judge: Judge | None = self._new_judge() if self._state.phase in ro.JUDGED else None
+        self._windows: dict[str, ArmWindow] = {}  # per version, since the rollout began
+        self._pending: dict[str, ArmWindow] = {}  # per version, not judged yet (next look)
+        self._judge_tag = f"{JUDGE_TAG}.{self._cfg.app_name}"
+        self._last_judge_persist = 0.0
+        self._judge: Judge | None = (self._restore_judge() if self._state.phase in ro.JUDGED
+                                     else None)
         self._verdict: Verdict | None = None
         self._requests: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._seen_challenger: str | None = None
@@ -149,12 +172,7 @@ class Supervisor:
         """Window deltas keyed by model version, flushed by an ingress replica."""
         self._ensure_loop()
         for version, blob in deltas.items():
-            delta = ArmWindow.from_bytes(blob)
-            window = self._windows.get(version)
-            if window is None:
-                self._windows[version] = delta
-            else:
-                window.merge(delta)
+            self._add(version, ArmWindow.from_bytes(blob))
         self._remember(request_ids or [])
         if self._state.phase in ro.JUDGED:
             await self._judge_now()
@@ -162,9 +180,20 @@ class Supervisor:
     async def ingest_hallucination(self, model_version: str, scores: list[float]) -> None:
         """Hallucination scores of sampled answers, from the evaluator actors."""
         self._ensure_loop()
-        self._windows.setdefault(model_version, ArmWindow()).record_hallucination_batch(scores)
+        delta = ArmWindow()
+        delta.record_hallucination_batch(scores)
+        self._add(model_version, delta)
         if self._state.phase in ro.JUDGED:
             await self._judge_now()
+
+    def _add(self, version: str, delta: ArmWindow) -> None:
+        """Into the version's cumulative window and into the next look's delta."""
+        for store in (self._windows, self._pending):
+            window = store.get(version)
+            if window is None:
+                store[version] = delta.copy()
+            else:
+                window.merge(delta)
 
     def _remember(self, request_ids: list[tuple[str, str]]) -> None:
         now = time.time()
@@ -183,13 +212,52 @@ class Supervisor:
         version, at = found
         if time.time() - at > self._cfg.feedback.ttl_s:
             return "expired"
-        self._windows.setdefault(version, ArmWindow()).record_kpi(value)
+        delta = ArmWindow()
+        delta.record_kpi(value)
+        self._add(version, delta)
         return "ok"
 
     # --- the judge ----------------------------------------------------------------------
 
     def _new_judge(self) -> Judge:
-        return make_judge(self._cfg.trigger_specs(), self._cfg.judge)
+        ctx = self._cfg.judge
+        # no sampling of LLM answers: the hallucination test can have no signal
+        scoring = ctx.hallucination_scoring and self._cfg.hallucination.sample_rate > 0
+        return make_judge(self._cfg.trigger_specs(), replace(ctx, hallucination_scoring=scoring))
+
+    def _restore_judge(self) -> Judge:
+        """The judge of the rollout being resumed, with the evidence it had persisted (so a
+        restart neither resets the tests nor spends alpha twice), else a fresh one."""
+        judge = self._new_judge()
+        challenger = self._state.challenger
+        if challenger is None:
+            return judge
+        try:
+            raw = self._registry.get_version_tags(challenger.version).get(self._judge_tag)
+            if raw:
+                judge.load(decode_judge_state(raw))
+                for version, window in ((self._state.champion, judge.champion),
+                                        (challenger, judge.challenger)):
+                    if version is not None:
+                        self._windows[version.version] = window.copy()
+                log.info("resumed the judge's evidence for version %s", challenger.version)
+        except Exception as exc:  # unreadable or made for another config: start afresh
+            log.warning("judge state for version %s not restored (%s); starting afresh",
+                        challenger.version, exc)
+            judge = self._new_judge()
+        return judge
+
+    async def _persist_judge(self) -> None:
+        judge, challenger = self._judge, self._state.challenger
+        if judge is None or challenger is None or self._state.phase not in ro.JUDGED:
+            return
+        self._last_judge_persist = time.monotonic()
+        text = encode_judge_state(judge.state())
+        try:
+            await asyncio.to_thread(self._registry.set_version_tag, challenger.version,
+                                    self._judge_tag, text)
+        except Exception as exc:  # the registry may be down: the next interval retries
+            log.warning("could not persist the judge's evidence: %s", exc)
 
     def _arm_windows(self) -> tuple[ArmWindow, ArmWindow]:
         champion, challenger = self._state.champion, self._state.challenger
@@ -203,14 +271,27 @@ class Supervisor:
                 return
             if self._judge is None:
                 self._judge = self._new_judge()
-            champion, challenger = self._arm_windows()
-            verdict = self._judge.evaluate(champion, challenger,
-                                           self._effects.resources(self._state))
+            d_champion, d_challenger = self._take_pending()
+            verdict = self._judge.observe(d_champion, d_challenger, self._resources())
             self._verdict = verdict
             self._effects.record_verdict_metrics(verdict)
-            tr = ro.observe(self._state, self._policy, verdict, challenger.n_requests,
-                            time.time())
+            tr = ro.observe(self._state, self._policy, verdict,
+                            self._judge.challenger.n_requests, time.time())
             await self._apply(tr)
+
+    def _take_pending(self) -> tuple[ArmWindow, ArmWindow]:
+        """This look's deltas of both arms; data of other versions is dropped."""
+        pending, self._pending = self._pending, {}
+        champion, challenger = self._state.champion, self._state.challenger
+        return (pending.get(champion.version) if champion else None) or ArmWindow(), \
+            (pending.get(challenger.version) if challenger else None) or ArmWindow()
+
+    def _resources(self) -> Any:
+        state = self._state
+        served = {slot: self._windows[ref.version].n_requests
+                  for slot, ref in state.slot_models.items()
+                  if ref is not None and ref.version in self._windows}
+        return self._effects.resources(state, served)
 
     # --- transitions and their effects -------------------------------------------------------
 
@@ -248,6 +329,8 @@ class Supervisor:
             log.exception("could not persist rollout state")
         if event is None:
             return
+        if event.name in PERSIST_EVENTS:
+            await self._persist_judge()
         await asyncio.to_thread(self._effects.record, old, new, event, self._table.version,
                                 before)
         # The rest (alerts, seconds of MLflow and report work) runs behind the control loop,
@@ -286,12 +369,14 @@ class Supervisor:
             await self._watch_registry()
         phase = self._state.phase
         champion, challenger = self._arm_windows()
-        self._effects.record_arm_metrics(self._state, champion, challenger,
-                                         self._effects.resources(self._state))
+        self._effects.record_arm_metrics(self._state, champion, challenger, self._resources())
         if phase is ro.Phase.LOADING:
             await self._check_loading(now)
         elif phase in ro.JUDGED:
             await self._judge_now()
+            if time.monotonic() - self._last_judge_persist >= \
+                    self._cfg.supervisor.judge_persist_s:
+                await self._persist_judge()
         elif phase is ro.Phase.PROMOTED:
             await self._apply(ro.release_old_champion(self._state, self._policy, now))
 
@@ -318,6 +403,7 @@ class Supervisor:
     async def _start(self, ref: ModelRef) -> None:
         async with self._lock:
             self._windows.clear()
+            self._pending.clear()
             self._slot_reports.pop(self._state.free_slot, None)
             rollout_id = f"{ref.name}-v{ref.version}-{uuid.uuid4().hex[:8]}"
             await self._apply(ro.start(self._state, ref, rollout_id, time.time()))
@@ -333,6 +419,7 @@ class Supervisor:
                 await self._apply(ro.load_failed(state, str(failed[0].get("error")), now))
             elif len([r for r in reports if r.get("healthy")]) >= self._cfg.slots.num_replicas:
                 self._windows.clear()
+                self._pending.clear()
                 self._judge = self._new_judge()
                 await self._apply(ro.loaded(state, self._policy, now))
             elif now - state.phase_started_at > self._policy.load_timeout_s:
@@ -383,6 +470,10 @@ class Supervisor:
             "steps": [vars(s) for s in self._policy.steps],
             "paused_phase": state.paused_phase.value if state.paused_phase else None,
             "awaiting_promotion": state.awaiting_promotion, "reason": state.reason,
+            "held": state.held_since is not None, "held_since": state.held_since,
+            "judge": ({"looks_judged": self._judge.looks, "tests": self._judge.n_tests,
+                       "alpha_per_test": self._judge.alpha_per_test}
+                      if self._judge is not None else None),
             "table": table.to_dict(),
             "champion": state.champion.to_dict() if state.champion else None,
             "challenger": state.challenger.to_dict() if state.challenger else None,

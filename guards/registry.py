@@ -8,7 +8,7 @@ from guards.context import JudgeContext
 from guards.cost import CostGuard
 from guards.drift import InputDriftGuard, OutputDriftGuard
 from guards.error_budget import ErrorBudgetBurnGuard
-from guards.errors import ErrorRateGuard
+from guards.error_rate import ErrorRateGuard
 from guards.hallucination_guard import HallucinationRateGuard
 from guards.kpi import KpiGuard
 from guards.latency import LatencyGuard, LatencyP99Guard

@@ -58,7 +58,8 @@ require minimum counts and coarsen fine bins into equal-mass groups (`equal_mass
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -66,6 +67,7 @@ import numpy.typing as npt
 # Alternatives: rate (or odds) ratios 1.5, 2.25, ..., ~985 with equal prior weight.
 RATIO_GRID = np.array([1.5**j for j in range(1, 18)])
 _LOG_W = -math.log(len(RATIO_GRID))
+_LOG_W2 = -math.log(2 * len(RATIO_GRID))  # two-sided grids
 
 
 def log_e_to_threshold(alpha: float) -> float:
@@ -111,8 +113,11 @@ class ConditionalRateTest:
         self.events_b = 0
         self._pending = [0, 0, 0, 0]
 
-    def update(self, k_a: int, n_a: int, k_b: int, n_b: int) -> float:
+    def update(self, k_a: int, n_a: int, k_b: int, n_b: int, deff: float = 1.0) -> float:
         """Add one batch (events and exposures since the last update); return log E.
+
+        `deff` >= 1 tempers the batch's log likelihood ratio for clustered data (sticky
+        keys, `guards.clustering`): the evidence counts as 1/deff of its face value.
 
         A batch where only one arm has exposure carries no information about the split of
         events, so it is held back and merged into the next batch until both arms have
@@ -132,7 +137,8 @@ class ConditionalRateTest:
         if n_a > 0 and n_b > 0 and (k_a or k_b):
             pi0 = self.margin * n_b / (n_a + self.margin * n_b)
             pi = self._ratios * n_b / (n_a + self._ratios * n_b)
-            self._ll += k_b * np.log(pi / pi0) + k_a * np.log((1.0 - pi) / (1.0 - pi0))
+            inc = k_b * np.log(pi / pi0) + k_a * np.log((1.0 - pi) / (1.0 - pi0))
+            self._ll += inc / max(deff, 1.0)
         log_e = self.log_e
         if log_e >= self._log_threshold:
             self.rejected = True
@@ -141,6 +147,78 @@ class ConditionalRateTest:
     @property
     def log_e(self) -> float:
         return _LOG_W + _logsumexp(self._ll)
+
+    def state(self) -> dict[str, Any]:
+        return {"ll": self._ll.tolist(), "p": list(self._pending), "ea": self.events_a,
+                "eb": self.events_b, "r": self.rejected}
+
+    def load(self, d: Mapping[str, Any]) -> None:
+        self._ll = np.asarray(d["ll"], dtype=np.float64)
+        self._pending = [int(x) for x in d["p"]]
+        self.events_a, self.events_b = int(d["ea"]), int(d["eb"])
+        self.rejected = bool(d["r"])
+
+
+class ShapeTest:
+    """Sequential two-sample test that two arms' values share one distribution.
+
+    At each look both arms' new values are grouped (groups fixed from data seen before the
+    look, e.g. the champion's equal-mass groups). Within group g, conditional on the look's
+    group total, under H0 each value belongs to the challenger with probability
+    pi0 = n_B / (n_A + n_B) (hypergeometric, dominated in convex order by the binomial, as
+    in `ConditionalRateTest`). Each group runs a two-sided mixture over share ratios
+    1.5**+-j; the e-process is the average over groups of their e-processes (an average of
+    e-processes is one). Looks are compared with each other only through that per-look
+    conditioning, so a shift of the traffic mix that both arms see cancels.
+    """
+
+    __slots__ = ("_ll", "_log_threshold", "_pa", "_pb", "_ratios", "rejected")
+
+    def __init__(self, alpha: float, n_groups: int) -> None:
+        if not 0.0 < alpha < 1.0 or n_groups < 1:
+            raise ValueError("ShapeTest needs 0 < alpha < 1 and n_groups >= 1")
+        self._ratios = np.concatenate([RATIO_GRID, 1.0 / RATIO_GRID])
+        self._ll = np.zeros((n_groups, len(self._ratios)))
+        self._log_threshold = log_e_to_threshold(alpha)
+        self._pa: list[float] | None = None
+        self._pb: list[float] | None = None
+        self.rejected = False
+
+    def update(self, a: Sequence[int], b: Sequence[int], starts: Sequence[int],
+               deff: float = 1.0) -> float:
+        """Add one look's new fine-bin counts of both arms, grouped by `starts`."""
+        ga, gb = regroup(a, starts), regroup(b, starts)
+        if self._pa is not None and self._pb is not None and len(self._pa) == len(ga):
+            ga = [x + y for x, y in zip(ga, self._pa, strict=True)]
+            gb = [x + y for x, y in zip(gb, self._pb, strict=True)]
+        n_a, n_b = sum(ga), sum(gb)
+        if n_a == 0 or n_b == 0:
+            self._pa, self._pb = ga, gb
+            return self.log_e
+        self._pa = self._pb = None
+        pi0 = n_b / (n_a + n_b)
+        pi = self._ratios * n_b / (n_a + self._ratios * n_b)
+        lb, la = np.log(pi / pi0), np.log((1.0 - pi) / (1.0 - pi0))
+        scale = 1.0 / max(deff, 1.0)
+        for g, (ka, kb) in enumerate(zip(ga, gb, strict=True)):
+            if (ka or kb) and g < len(self._ll):
+                self._ll[g] += (kb * lb + ka * la) * scale
+        log_e = self.log_e
+        if log_e >= self._log_threshold:
+            self.rejected = True
+        return log_e
+
+    @property
+    def log_e(self) -> float:
+        per_group = np.array([_LOG_W2 + _logsumexp(row) for row in self._ll])
+        return _logsumexp(per_group) - math.log(len(per_group))
+
+    def state(self) -> dict[str, Any]:
+        return {"ll": self._ll.tolist(), "pa": self._pa, "pb": self._pb, "r": self.rejected}
+
+    def load(self, d: Mapping[str, Any]) -> None:
+        self._ll = np.asarray(d["ll"], dtype=np.float64)
+        self._pa, self._pb, self.rejected = d["pa"], d["pb"], bool(d["r"])
 
 
 def log_e_normal_mixture(d: float, var: float, tau: float) -> float:
@@ -184,7 +262,7 @@ def _fill_zeroes(p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.where(p == 0, fill, p)
 
 
-def equal_mass_groups(reference: Sequence[int], n_groups: int = 10) -> list[int]:
+def equal_mass_groups(reference: Sequence[float], n_groups: int = 10) -> list[int]:
     """Start indices of contiguous bin groups each holding >= 1/n_groups of the reference.
 
     Groups cover every bin (leading/trailing empty bins join the first/last group), so a
@@ -205,14 +283,14 @@ def equal_mass_groups(reference: Sequence[int], n_groups: int = 10) -> list[int]
     return starts
 
 
-def regroup(counts: Sequence[int], starts: Sequence[int]) -> list[int]:
+def regroup(counts: Sequence[float], starts: Sequence[int]) -> list[float]:
     """Sum fine-bin counts into the groups starting at `starts`."""
     bounds = [*starts, len(counts)]
     return [sum(counts[bounds[g] : bounds[g + 1]]) for g in range(len(starts))]
 
 
 def log_e_log_ratio(
-    mean_a: float, var_a: float, n_a: int, mean_b: float, var_b: float, n_b: int,
+    mean_a: float, var_a: float, n_a: float, mean_b: float, var_b: float, n_b: float,
     log_margin: float, tau: float = 0.5,
 ) -> tuple[float, float]:
     """Test H0: log(mean_b / mean_a) <= log_margin for two positive means.

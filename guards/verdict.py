@@ -2,13 +2,15 @@
 
 Combination rule (documented contract):
 - FAIL if the catastrophic fast path fired (the challenger's run of consecutive server
-  errors/timeouts reached `JudgeContext.catastrophic_run`; `catastrophic=True`) or any
+  errors/timeouts reached `JudgeContext.catastrophic_run` while the champion was healthy
+  over the same interval; `catastrophic=True`) or any
   trigger's guard FAILed. `severity` is the highest among the breaches; `action` is that
   of the breach with the strongest action class (any rollback > pause > alert_only),
   ties broken by severity, so e.g. a critical `rollback` plus a high `rollback_and_scale`
   gives `rollback_and_scale`'s scaling only if it is the most severe rollback.
 - PASS only if every guard that has a signal PASSes (each guard PASSes only once its own
   minimum evidence is reached) and every `required` trigger has a signal.
+- INCONCLUSIVE with `hold=True` when both arms degrade together (a shared incident).
 - INCONCLUSIVE otherwise. Guards with no signal at all (no KPI feedback, no hallucination
   scores, no memory readings, no prices or SLO configured) are ignored for promotion
   unless their trigger sets `params.required: true`; error_rate and latency guards are
@@ -20,13 +22,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
 from gateway.errors import ConfigError
 from guards.base import Guard
 from guards.context import ArmResources, JudgeContext, ResourceReadings
+from guards.look import Look, Looks
 from guards.registry import GUARDS, guard_factory, make_guard
 from guards.results import Action, GuardResult, GuardState, Severity, TriggerSpec
 from guards.window import ArmWindow
@@ -143,6 +146,8 @@ class Verdict:
     reasons: tuple[str, ...]
     results: tuple[GuardResult, ...]
     catastrophic: bool
+    # Both arms degraded together (a shared incident): the rollout holds, it does not act.
+    hold: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -152,39 +157,73 @@ class Verdict:
             "reasons": list(self.reasons),
             "results": [r.to_dict() for r in self.results],
             "catastrophic": self.catastrophic,
+            "hold": self.hold,
         }
 
 
-class Judge:
-    """Runs every trigger's guard on cumulative windows and combines the results.
+STATE_VERSION = 1
 
-    One instance per rollout (or per canary step): guards keep sequential-test state
-    between looks, and `evaluate` must be fed cumulative windows. The judge's false-
-    rollback budget `context.alpha` is split equally over all sequential tests.
+
+class Judge:
+    """Runs every trigger's guard at each look and combines the results.
+
+    One instance per rollout: guards keep sequential-test state between looks. Feed it
+    per-look deltas with `observe` (what the supervisor merges from ingress flushes), or
+    cumulative windows with `evaluate`. The false-rollback budget `context.alpha` is split
+    equally over the sequential tests that can have a signal under the configuration;
+    `state`/`load` persist every test's evidence, so a restarted supervisor resumes the
+    same e-processes (no reset, no second spending of alpha).
+
+    Shared incidents: the catastrophic fast path and every absolute ceiling act only while
+    the champion is healthy over the recent interval (`guards.incident`); when both arms
+    degrade together the verdict is INCONCLUSIVE with `hold=True` (relative tests, which
+    compare the arms look by look, still act).
     """
 
     def __init__(self, triggers: Sequence[TriggerSpec], context: JudgeContext | None = None):
         self.context = context or JudgeContext()
         self.triggers = tuple(triggers)
-        n_tests = sum(guard_factory(t.guard).n_tests(t, self.context) for t in self.triggers)
-        self.alpha_per_test = self.context.alpha / max(n_tests, 1)
+        self.n_tests = sum(guard_factory(t.guard).n_tests(t, self.context)
+                           for t in self.triggers)
+        self.alpha_per_test = self.context.alpha / max(self.n_tests, 1)
         self._guards: list[tuple[TriggerSpec, Guard]] = [
             (t, make_guard(t, self.context, self.alpha_per_test)) for t in self.triggers
         ]
+        self._looks = Looks(self.context, _error_ceiling(self.triggers),
+                            _latency_slo(self.triggers, self.context))
+        self._catastrophic_fired = False
 
-    def evaluate(
-        self,
-        champion: ArmWindow,
-        challenger: ArmWindow,
-        resources: ResourceReadings | None = None,
-    ) -> Verdict:
-        results = [self._catastrophic(challenger)]
+    @property
+    def looks(self) -> int:
+        return self._looks.number
+
+    @property
+    def champion(self) -> ArmWindow:
+        """The champion's cumulative window over the looks judged so far."""
+        return self._looks.champion
+
+    @property
+    def challenger(self) -> ArmWindow:
+        return self._looks.challenger
+
+    def observe(self, champion: ArmWindow, challenger: ArmWindow,
+                resources: ResourceReadings | None = None) -> Verdict:
+        """One look: what arrived for each arm since the previous look."""
+        return self._judge(self._looks.observe(champion, challenger, resources))
+
+    def evaluate(self, champion: ArmWindow, challenger: ArmWindow,
+                 resources: ResourceReadings | None = None) -> Verdict:
+        """One look from cumulative windows (counts must never decrease between calls)."""
+        return self._judge(self._looks.from_cumulative(champion, challenger, resources))
+
+    def _judge(self, look: Look) -> Verdict:
+        results = [self._catastrophic(look)]
         fails: list[tuple[TriggerSpec | None, GuardResult]] = []
         if results[0].state is GuardState.FAIL:
             fails.append((None, results[0]))
         pending: list[GuardResult] = []
         for trigger, guard in self._guards:
-            r = guard.evaluate(champion, challenger, resources)
+            r = guard.evaluate(look)
             results.append(r)
             if r.state is GuardState.FAIL:
                 fails.append((trigger, r))
@@ -192,21 +231,36 @@ class Judge:
                 r.signal or trigger.params.get("required", _required(trigger))
             ):
                 pending.append(r)
+        hold = look.health.both_degraded
         if fails:
-            return self._fail(fails, tuple(results))
+            return replace(self._fail(fails, tuple(results)), hold=hold)
+        if hold:
+            reason = f"both arms degraded: {look.health.describe()}; holding"
+            return Verdict(GuardState.INCONCLUSIVE, None, None, (reason,), tuple(results),
+                           False, hold=True)
         if pending:
             reasons = tuple(f"{r.guard}: {r.detail}" for r in pending)
             return Verdict(GuardState.INCONCLUSIVE, None, None, reasons, tuple(results), False)
         return Verdict(GuardState.PASS, None, None, ("every guard passes",), tuple(results),
                        False)
 
-    def _catastrophic(self, challenger: ArmWindow) -> GuardResult:
+    def _catastrophic(self, look: Look) -> GuardResult:
         n = self.context.catastrophic_run
-        run = challenger.max_failure_run
-        state = GuardState.FAIL if run >= n else GuardState.PASS
-        why = f"longest run of consecutive server errors/timeouts: {run} (limit {n})"
-        return GuardResult("catastrophic", state, float(run), float(n), None, 0,
-                           challenger.n_judged, why)
+        run = look.d_challenger.max_failure_run
+        health = look.health
+        n_b = look.challenger.n_judged
+        why = f"run of consecutive server errors/timeouts: {run} (limit {n})"
+        if run >= n and health.champion_healthy and health.champion_recent[1] >= n:
+            self._catastrophic_fired = True
+        if self._catastrophic_fired:
+            return GuardResult("catastrophic", GuardState.FAIL, float(run), float(n), None, 0,
+                               n_b, why + "; the champion was healthy meanwhile")
+        if run >= n:
+            why += ("; not acted on: the champion failed too (" + health.describe() + ")"
+                    if not health.champion_healthy else "; waiting for the champion's requests "
+                    "over the same interval")
+        return GuardResult("catastrophic", GuardState.PASS, float(run), float(n), None, 0,
+                           n_b, why)
 
     def _fail(
         self, fails: list[tuple[TriggerSpec | None, GuardResult]], results: tuple[GuardResult, ...]
@@ -221,6 +275,39 @@ class Judge:
         action = _sev_act(max(fails, key=key)[0], self.context)[1]
         reasons = tuple(f"{r.guard}: {r.detail}" for _, r in fails)
         return Verdict(GuardState.FAIL, action, severity, reasons, results, catastrophic)
+
+    # ---- persistence -------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything the judge learned (windows, matched strata, every e-process), as
+        JSON-able data for `load`."""
+        return {"v": STATE_VERSION, "triggers": [t.to_dict() for t in self.triggers],
+                "alpha": self.alpha_per_test, "looks": self._looks.state(),
+                "guards": [g.state() for _, g in self._guards],
+                "catastrophic": self._catastrophic_fired}
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        """Resume from `state`; ValueError if it was made for other triggers or alpha."""
+        if state.get("v") != STATE_VERSION:
+            raise ValueError(f"judge state version {state.get('v')!r} is not {STATE_VERSION}")
+        if state.get("triggers") != [t.to_dict() for t in self.triggers] or \
+                not math.isclose(float(state.get("alpha", -1)), self.alpha_per_test):
+            raise ValueError("judge state was made for other triggers or another alpha")
+        self._looks.load(state["looks"])
+        for (_, guard), gs in zip(self._guards, state["guards"], strict=True):
+            guard.load(gs)
+        self._catastrophic_fired = bool(state.get("catastrophic"))
+
+
+def _error_ceiling(triggers: Sequence[TriggerSpec]) -> float:
+    return next((t.threshold for t in triggers if t.guard == "error_rate"), 0.01)
+
+
+def _latency_slo(triggers: Sequence[TriggerSpec], context: JudgeContext) -> float | None:
+    for t in triggers:
+        if t.guard == "latency_p95":
+            s = float(t.params.get("slo_s", 0.0))
+            return s if s > 0 else context.latency_slo_s
+    return context.latency_slo_s
 
 
 def _sev_act(trigger: TriggerSpec | None, context: JudgeContext) -> tuple[Severity, Action]:

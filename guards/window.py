@@ -20,12 +20,13 @@ Design rules, and why:
 from __future__ import annotations
 
 import enum
+import hashlib
 import itertools
 import json
 import math
 import zlib
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ import numpy.typing as npt
 
 FIXED = 1_000_000  # fixed-point scale for exact sums (micro-units)
 SCORE_BINS = 100  # hallucination score histogram: bins of width 0.01 on [0, 1]
+KEY_BUCKETS = 32  # sticky keys are analysed in this many buckets (clusters of keys)
 
 
 class Outcome(enum.IntEnum):
@@ -51,8 +53,19 @@ class Observation:
     input_value: float | None = None  # scalar summary of the request (input drift PSI)
     tokens_in: int = 0
     tokens_out: int = 0
-    busy_s: float = 0.0  # replica busy seconds spent on this request
+    busy_s: float = 0.0  # the model's own service time for this request (0: not measured)
     ttft_s: float | None = None  # LLM time to first token
+    key_bucket: int | None = None  # analysis bucket of the sticky key (`key_bucket`), if any
+
+
+def key_bucket(key: str) -> int:
+    """The analysis bucket of a sticky key, in [0, KEY_BUCKETS).
+
+    Taken from other digest bytes than the routing bucket (`gateway.routing.sticky_bucket`),
+    so which keys share an analysis bucket is independent of which arm they are routed to.
+    """
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
+    return int.from_bytes(digest[8:], "big") % KEY_BUCKETS
 
 
 def symlog_edges(lo: float = 1e-3, hi: float = 1e6, per_decade: int = 8) -> tuple[float, ...]:
@@ -168,6 +181,10 @@ def _exact_dot(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> int:
     return sum(x * y for x, y in zip(a.tolist(), b.tolist(), strict=True))
 
 
+# Per key bucket in ArmWindow._kb: judged, errors, OK, sum and sum of squares of log latency.
+_KB_N, _KB_E, _KB_OK, _KB_Q, _KB_QQ = range(5)
+_KB = KEY_STATS = 5
+
 # Index of each exact moment in ArmWindow._m: busy (micro-seconds), tokens in, tokens out.
 _N, _B, _I, _O, _BB, _II, _OO, _BI, _BO, _IO = range(10)
 _SECOND = ((_BB, _BI, _BO), (_BI, _II, _IO), (_BO, _IO, _OO))
@@ -196,12 +213,14 @@ class ArmWindow:
         "_hs",
         "_in",
         "_k",
+        "_kb",
         "_lat",
         "_m",
         "_max_run",
         "_out",
         "_outcomes",
         "_run",
+        "_svc",
         "_ttft",
         "spec",
     )
@@ -213,6 +232,8 @@ class ArmWindow:
         self._max_run = 0  # longest such run seen
         self._lat: dict[int, int] = {}
         self._ttft: dict[int, int] = {}
+        self._svc: dict[int, int] = {}  # the model's own service time (busy_s) of OK calls
+        self._kb = [0] * (KEY_BUCKETS * _KB)  # per sticky-key bucket, see _KB_N.._KB_QQ
         self._out = [0] * (len(spec.output_edges) + 1)
         self._in = [0] * (len(spec.input_edges) + 1)
         self._m = [0] * 10  # exact moments of busy/tokens, see _N.._IO
@@ -227,7 +248,8 @@ class ArmWindow:
         self._outcomes[outcome] += 1
         if outcome == Outcome.CLIENT_ERROR:
             return
-        if outcome >= Outcome.SERVER_ERROR:
+        failed = outcome >= Outcome.SERVER_ERROR
+        if failed:
             self._run += 1
             if self._run > self._max_run:
                 self._max_run = self._run
@@ -239,6 +261,11 @@ class ArmWindow:
             if obs.ttft_s is not None:
                 j = self.spec.latency_index(obs.ttft_s)
                 self._ttft[j] = self._ttft.get(j, 0) + 1
+            if obs.busy_s > 0.0:
+                j = self.spec.latency_index(obs.busy_s)
+                self._svc[j] = self._svc.get(j, 0) + 1
+        if obs.key_bucket is not None:
+            self._record_key(obs.key_bucket, failed, obs.latency_s)
         v = obs.output_value
         if v is not None and v == v:  # v == v is False only for NaN
             self._out[bisect_right(self.spec.output_edges, v)] += 1
@@ -257,6 +284,17 @@ class ArmWindow:
         m[_BI] += b * ti
         m[_BO] += b * to
         m[_IO] += ti * to
+
+    def _record_key(self, bucket: int, failed: bool, latency_s: float) -> None:
+        kb, base = self._kb, (bucket % KEY_BUCKETS) * _KB
+        kb[base + _KB_N] += 1
+        if failed:
+            kb[base + _KB_E] += 1
+        else:
+            q = _fixed(math.log(max(latency_s, self.spec.latency_min_s)))
+            kb[base + _KB_OK] += 1
+            kb[base + _KB_Q] += q
+            kb[base + _KB_QQ] += q * q
 
     def record_kpi(self, value: float) -> None:
         """A business outcome for a request this arm served (bool as 0/1, or a number)."""
@@ -288,8 +326,10 @@ class ArmWindow:
         tokens_out: npt.ArrayLike | None = None,
         busy_s: npt.ArrayLike | None = None,
         ttft_s: npt.ArrayLike | None = None,
+        key_bucket: npt.ArrayLike | None = None,
     ) -> None:
-        """Vectorised equivalent of `record` on each element in order (NaN = None).
+        """Vectorised equivalent of `record` on each element in order (NaN = None; a
+        negative `key_bucket` = no key).
 
         The result is exactly equal to recording the same observations one by one.
         """
@@ -318,11 +358,41 @@ class ArmWindow:
         if ttft_s is not None:
             tt = _pick(ttft_s, sel)[ok]
             _add_counts(self._ttft, self.spec.latency_indices(tt[~np.isnan(tt)]))
+        if busy_s is not None:
+            bs = _pick(busy_s, sel)[ok]
+            _add_counts(self._svc, self.spec.latency_indices(bs[bs > 0.0]))
+        if key_bucket is not None:
+            self._add_keys(np.asarray(_pick(key_bucket, sel), dtype=np.int64), failed, lat)
         if output_value is not None:
             _add_hist(self._out, self.spec.output_edges, _pick(output_value, sel))
         if input_value is not None:
             _add_hist(self._in, self.spec.input_edges, _pick(input_value, sel))
         self._add_moments(lat.size, busy_s, tokens_in, tokens_out, sel)
+
+    def _add_keys(self, buckets: npt.NDArray[np.int64], failed: npt.NDArray[np.bool_],
+                  lat: npt.NDArray[np.float64]) -> None:
+        keyed = buckets >= 0
+        if not keyed.any():
+            return
+        b, f = buckets[keyed] % KEY_BUCKETS, failed[keyed]
+        ok = ~f
+        # math.log per value, as `record` does: numpy's SIMD log may differ by an ulp
+        lo = self.spec.latency_min_s
+        q = np.array([_fixed(math.log(max(x, lo))) for x in lat[keyed][ok].tolist()],
+                     dtype=np.int64)
+        cols = (
+            (_KB_N, np.bincount(b, minlength=KEY_BUCKETS)),
+            (_KB_E, np.bincount(b[f], minlength=KEY_BUCKETS)),
+            (_KB_OK, np.bincount(b[ok], minlength=KEY_BUCKETS)),
+        )
+        kb = self._kb
+        for col, counts in cols:
+            for i, c in enumerate(counts.tolist()):
+                kb[i * _KB + col] += c
+        for i in np.unique(b[ok]).tolist():
+            qi = q[b[ok] == i]
+            kb[i * _KB + _KB_Q] += _exact_sum(qi)
+            kb[i * _KB + _KB_QQ] += _exact_dot(qi, qi)
 
     def record_kpi_batch(self, values: npt.ArrayLike) -> None:
         v = np.asarray(values, dtype=np.float64)
@@ -389,10 +459,12 @@ class ArmWindow:
         # enough and keeps merge commutative (see take_delta for runs across flushes).
         self._run = max(self._run, other._run)
         self._max_run = max(self._max_run, other._max_run)
-        for src, dst in ((other._lat, self._lat), (other._ttft, self._ttft)):
+        for src, dst in ((other._lat, self._lat), (other._ttft, self._ttft),
+                         (other._svc, self._svc)):
             for k, c in src.items():
                 dst[k] = dst.get(k, 0) + c
         for dst_l, src_l in (
+            (self._kb, other._kb),
             (self._out, other._out),
             (self._in, other._in),
             (self._m, other._m),
@@ -404,6 +476,30 @@ class ArmWindow:
                     dst_l[i] += c
         self._hn += other._hn
         self._hs += other._hs
+
+    def minus(self, earlier: ArmWindow) -> ArmWindow:
+        """What was recorded after `earlier`, a past copy of this cumulative window.
+
+        Every count is exact. Runs cannot be subtracted: the result carries the current run,
+        and as its longest run the current run, or the longest overall if that grew since.
+        """
+        if earlier.spec != self.spec:
+            raise ValueError("cannot subtract windows with different WindowSpecs")
+        d = ArmWindow(self.spec)
+        d._outcomes = _sub(self._outcomes, earlier._outcomes)
+        d._run = self._run
+        d._max_run = self._max_run if self._max_run > earlier._max_run else self._run
+        d._lat = _sub_dict(self._lat, earlier._lat)
+        d._ttft = _sub_dict(self._ttft, earlier._ttft)
+        d._svc = _sub_dict(self._svc, earlier._svc)
+        d._kb = _sub(self._kb, earlier._kb, check=False)  # log-latency sums may be < 0
+        d._out, d._in = _sub(self._out, earlier._out), _sub(self._in, earlier._in)
+        d._m, d._h = _sub(self._m, earlier._m), _sub(self._h, earlier._h)
+        d._k = _sub(self._k, earlier._k, check=False)  # KPI sums may be < 0
+        if d._k[0] < 0:
+            raise ValueError(_NOT_A_PAST_COPY)
+        d._hn, d._hs = self._hn - earlier._hn, self._hs - earlier._hs
+        return d
 
     def take_delta(self) -> ArmWindow:
         """Return everything recorded since the last call and reset self.
@@ -422,7 +518,8 @@ class ArmWindow:
         w.spec = self.spec
         w._outcomes = list(self._outcomes)
         w._run, w._max_run = self._run, self._max_run
-        w._lat, w._ttft = dict(self._lat), dict(self._ttft)
+        w._lat, w._ttft, w._svc = dict(self._lat), dict(self._ttft), dict(self._svc)
+        w._kb = list(self._kb)
         w._out, w._in = list(self._out), list(self._in)
         w._m, w._k, w._h = list(self._m), list(self._k), list(self._h)
         w._hn, w._hs = self._hn, self._hs
@@ -445,6 +542,8 @@ class ArmWindow:
             "mrun": self._max_run,
             "lat": _sparse_dict(self._lat),
             "ttft": _sparse_dict(self._ttft),
+            "svc": _sparse_dict(self._svc),
+            "kb": _sparse_list(self._kb),
             "out": _sparse_list(self._out),
             "in": _sparse_list(self._in),
             "m": list(self._m),
@@ -457,7 +556,7 @@ class ArmWindow:
     def to_bytes(self) -> bytes:
         """Compact encoding: zlib-compressed JSON of integers (sparse histograms)."""
         state = self._state()
-        state["v"] = 1
+        state["v"] = 2
         state["spec"] = None if self.spec == DEFAULT_SPEC else _spec_to_json(self.spec)
         raw = json.dumps(state, separators=(",", ":")).encode()
         return zlib.compress(raw, 1)
@@ -465,7 +564,7 @@ class ArmWindow:
     @classmethod
     def from_bytes(cls, b: bytes) -> ArmWindow:
         state = json.loads(zlib.decompress(b))
-        if state.get("v") != 1:
+        if state.get("v") not in (1, 2):
             raise ValueError(f"unsupported ArmWindow encoding version {state.get('v')!r}")
         spec = DEFAULT_SPEC if state["spec"] is None else WindowSpec(**state["spec"])
         w = cls(spec)
@@ -473,6 +572,9 @@ class ArmWindow:
         w._run, w._max_run = int(state["run"]), int(state["mrun"])
         w._lat = _dense_dict(state["lat"])
         w._ttft = _dense_dict(state["ttft"])
+        if state["v"] >= 2:
+            w._svc = _dense_dict(state["svc"])
+            w._kb = _dense_list(state["kb"], len(w._kb))
         w._out = _dense_list(state["out"], len(w._out))
         w._in = _dense_list(state["in"], len(w._in))
         w._m = [int(x) for x in state["m"]]
@@ -521,6 +623,20 @@ class ArmWindow:
         """Sketch buckets {index: count} (read-only view; do not mutate)."""
         return self._ttft if ttft else self._lat
 
+    def sketch(self, kind: str) -> dict[int, int]:
+        """A latency sketch by name: `latency` (end to end), `ttft`, or `service` (the
+        model's own service time). Read-only view."""
+        return {"latency": self._lat, "ttft": self._ttft, "service": self._svc}[kind]
+
+    def key_stats(self) -> list[int]:
+        """Per sticky-key bucket: judged, errors, OK, sum and sum of squares of the OK
+        responses' log latency (fixed point); `KEY_STATS` ints per bucket."""
+        return self._kb
+
+    @property
+    def n_keyed(self) -> int:
+        return sum(self._kb[_KB_N::_KB])
+
     def n_latency(self, ttft: bool = False) -> int:
         return sum(self.latency_buckets(ttft).values())
 
@@ -561,15 +677,19 @@ class ArmWindow:
 
     def moments(self, busy: float, tok_in: float = 0.0, tok_out: float = 0.0) -> Moments:
         """Mean/variance over judged requests of busy*busy_s + tok_in*tokens_in + tok_out*..."""
-        m, n = self._m, self._m[_N]
+        n = self._m[_N]
         if n == 0:
             return Moments(0, 0.0, 0.0)
-        c = (busy / FIXED, tok_in, tok_out)
-        s = (m[_B], m[_I], m[_O])
-        cross = ((m[_BB], m[_BI], m[_BO]), (m[_BI], m[_II], m[_IO]), (m[_BO], m[_IO], m[_OO]))
-        mean = sum(ci * si for ci, si in zip(c, s, strict=True)) / n
-        second = sum(c[i] * c[j] * cross[i][j] for i in range(3) for j in range(3)) / n
+        mean, second = combine_moment_sums(self._m, n, busy, tok_in, tok_out)
         return Moments(n, mean, max(second - mean * mean, 0.0))
+
+    def moment_sums(self) -> list[int]:
+        """The exact sums behind `moments` (for weighted aggregation elsewhere)."""
+        return self._m
+
+    def kpi_sums(self) -> list[int]:
+        """KPI n, sum and sum of squares (fixed point, `FIXED` units)."""
+        return self._k
 
     @property
     def kpi_n(self) -> int:
@@ -605,12 +725,24 @@ class ArmWindow:
         return tuple(self._h)
 
 
-def sketch_quantile_index(buckets: dict[int, int], q: float) -> int | None:
+def combine_moment_sums(m: Sequence[float], n: float, busy: float, tok_in: float,
+                        tok_out: float) -> tuple[float, float]:
+    """Mean and second moment of busy*busy_s + tok_in*tokens_in + tok_out*tokens_out from
+    the sums in `ArmWindow.moment_sums` (possibly weighted) over n requests."""
+    c = (busy / FIXED, tok_in, tok_out)
+    s = (m[_B], m[_I], m[_O])
+    cross = ((m[_BB], m[_BI], m[_BO]), (m[_BI], m[_II], m[_IO]), (m[_BO], m[_IO], m[_OO]))
+    mean = sum(ci * si for ci, si in zip(c, s, strict=True)) / n
+    second = sum(c[i] * c[j] * cross[i][j] for i in range(3) for j in range(3)) / n
+    return mean, second
+
+
+def sketch_quantile_index(buckets: Mapping[int, float], q: float) -> int | None:
     total = sum(buckets.values())
     if total == 0:
         return None
     rank = q * (total - 1)
-    seen = 0
+    seen = 0.0
     for i in sorted(buckets):
         seen += buckets[i]
         if seen > rank:
@@ -644,6 +776,24 @@ def _add_hist(dst: list[int], edges: Sequence[float], values: npt.NDArray[np.flo
     keys, counts = np.unique(idx, return_counts=True)
     for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
         dst[k] += c
+
+
+_NOT_A_PAST_COPY = ("ArmWindow.minus: the earlier window is not a past copy (the judge needs "
+                    "cumulative windows: a count went down)")
+
+
+def _sub(a: list[int], b: list[int], check: bool = True) -> list[int]:
+    out = [x - y for x, y in zip(a, b, strict=True)]
+    if check and any(x < 0 for x in out):
+        raise ValueError(_NOT_A_PAST_COPY)
+    return out
+
+
+def _sub_dict(a: dict[int, int], b: dict[int, int]) -> dict[int, int]:
+    out = {k: c - b.get(k, 0) for k, c in a.items() if c != b.get(k, 0)}
+    if any(c < 0 for c in out.values()) or any(k not in a for k in b):
+        raise ValueError(_NOT_A_PAST_COPY)
+    return out
 
 
 def _sparse_list(values: list[int]) -> list[list[int]]:

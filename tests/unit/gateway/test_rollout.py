@@ -158,3 +158,37 @@ def test_state_round_trips_through_json() -> None:
 def test_policy_validation(steps: tuple[ro.Step, ...], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ro.RolloutPolicy(steps=steps)
+
+
+HOLD = Verdict(state=GuardState.INCONCLUSIVE, action=None, severity=None,
+               reasons=("both arms degraded: champion 40/200 failed; holding",), results=(),
+               catastrophic=False, hold=True)
+
+
+def test_shared_incident_holds_with_the_step_clock_stopped_then_resumes() -> None:
+    s = canary()  # step 0 started at t=1, needs 5 s and 100 requests
+    tr = ro.observe(s, POLICY, HOLD, 50, now=2)
+    assert tr.event and tr.event.name == "held" and tr.event.alert == "medium"
+    assert "both arms degraded" in tr.event.reason and tr.state.held_since == 2
+    held = tr.state
+    assert ro.table_for(held, POLICY, 1).challenger_weight == 10  # traffic unchanged
+    # while held: no advance even with a PASS-worthy request count, no second alert
+    assert ro.observe(held, POLICY, HOLD, 500, now=60).state == held
+    tr = ro.observe(held, POLICY, PASS, 500, now=62)  # incident cleared
+    assert tr.event and tr.event.name == "hold_released" and tr.state.held_since is None
+    assert tr.state.phase_started_at == pytest.approx(1 + 60)  # 60 s held do not count
+    assert ro.observe(tr.state, POLICY, PASS, 500, now=63).state.step == 0  # 2 s of 5
+    assert ro.observe(tr.state, POLICY, PASS, 500, now=66.5).state.step == 1
+
+
+def test_a_breach_during_a_hold_still_rolls_back() -> None:
+    held = ro.observe(canary(), POLICY, HOLD, 50, now=2).state
+    bad = verdict(GuardState.FAIL, Action.ROLLBACK, Severity.CRITICAL, ("error_rate: x",))
+    tr = ro.observe(held, POLICY, bad, 60, now=3)
+    assert tr.state.phase is ro.Phase.ROLLED_BACK and tr.state.held_since is None
+
+
+def test_hold_survives_persistence() -> None:
+    held = ro.observe(canary(), POLICY, HOLD, 50, now=2).state
+    again = ro.RolloutState.from_dict(held.to_dict())
+    assert again == held and again.loaded_at == 1

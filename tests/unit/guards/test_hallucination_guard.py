@@ -6,6 +6,7 @@ from guards.hallucination_guard import HallucinationRateGuard
 from guards.results import GuardState
 from guards.window import ArmWindow
 from tests.unit.guards.conftest import ALPHA, CTX, trigger
+from tests.unit.guards.helpers import Driven
 
 
 def _looks(g: HallucinationRateGuard, rng: np.random.Generator, bad_a: float, bad_b: float,
@@ -22,22 +23,22 @@ def _looks(g: HallucinationRateGuard, rng: np.random.Generator, bad_a: float, ba
 
 
 def test_more_hallucinations_than_champion_fail(rng: np.random.Generator) -> None:
-    assert _looks(HallucinationRateGuard(trigger("hallucination_rate", 0.0), CTX, ALPHA),
+    assert _looks(Driven(HallucinationRateGuard(trigger("hallucination_rate", 0.0), CTX, ALPHA)),
                   rng, 0.05, 0.15) is GuardState.FAIL
 
 
 def test_same_rate_passes(rng: np.random.Generator) -> None:
-    assert _looks(HallucinationRateGuard(trigger("hallucination_rate", 0.0), CTX, ALPHA),
+    assert _looks(Driven(HallucinationRateGuard(trigger("hallucination_rate", 0.0), CTX, ALPHA)),
                   rng, 0.05, 0.05) is GuardState.PASS
 
 
 def test_cutoff_param_changes_what_counts(rng: np.random.Generator) -> None:
     # challenger scores 0.8 for "bad" answers: a cutoff of 0.85 does not count them
-    g = HallucinationRateGuard(trigger("hallucination_rate", 0.0, cutoff=0.85), CTX, ALPHA)
+    g = Driven(HallucinationRateGuard(trigger("hallucination_rate", 0.0, cutoff=0.85), CTX, ALPHA))
     assert _looks(g, rng, 0.05, 0.5) is GuardState.PASS
 
 
 def test_no_scores_is_no_signal() -> None:
-    g = HallucinationRateGuard(trigger("hallucination_rate", 0.0), CTX, ALPHA)
+    g = Driven(HallucinationRateGuard(trigger("hallucination_rate", 0.0), CTX, ALPHA))
     r = g.evaluate(ArmWindow(), ArmWindow(), None)
     assert not r.signal and r.state is GuardState.INCONCLUSIVE

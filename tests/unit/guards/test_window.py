@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from guards.window import (
     DEFAULT_SPEC,
+    KEY_BUCKETS,
     SCORE_BINS,
     ArmWindow,
     Observation,
@@ -32,6 +33,7 @@ observations = st.builds(
     tokens_out=st.integers(0, 100_000),
     busy_s=st.floats(min_value=0.0, max_value=1e4, allow_nan=False),
     ttft_s=st.none() | st.floats(min_value=0.0, max_value=100.0, allow_nan=False),
+    key_bucket=st.none() | st.integers(0, KEY_BUCKETS - 1),
 )
 
 
@@ -95,9 +97,49 @@ def test_record_batch_equals_repeated_record(obs: list[Observation], rnd: object
         col("latency_s"), [int(o.outcome) for o in obs],
         output_value=col("output_value"), input_value=col("input_value"),
         tokens_in=col("tokens_in"), tokens_out=col("tokens_out"), busy_s=col("busy_s"),
-        ttft_s=col("ttft_s"),
+        ttft_s=col("ttft_s"), key_bucket=col("key_bucket", -1),
     )
     assert batch == one
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(observations, max_size=40), st.data())
+def test_minus_gives_what_was_recorded_after_a_past_copy(obs: list[Observation],
+                                                          data: st.DataObject) -> None:
+    k = data.draw(st.integers(0, len(obs)))
+    early, full = window_of(obs[:k]), window_of(obs)
+    delta = full.minus(early)
+    assert delta.n_requests == len(obs) - k
+    rebuilt = early.copy()
+    rebuilt.merge(delta)
+    assert rebuilt._state() | {"run": 0, "mrun": 0} == full._state() | {"run": 0, "mrun": 0}
+    if len(obs) > k:  # the other way round, a count goes down
+        with pytest.raises(ValueError, match="cumulative"):
+            early.minus(full)
+
+
+def test_service_time_and_key_stats() -> None:
+    w = ArmWindow()
+    w.record(Observation(0.5, Outcome.OK, busy_s=0.1, key_bucket=3))
+    w.record(Observation(0.5, Outcome.SERVER_ERROR, busy_s=0.1, key_bucket=3))
+    w.record(Observation(0.5, Outcome.OK))  # unkeyed, no service time measured
+    assert sum(w.sketch("service").values()) == 1 and sum(w.sketch("latency").values()) == 2
+    assert w.n_keyed == 2 and w.key_stats()[3 * 5: 3 * 5 + 3] == [2, 1, 1]
+    assert ArmWindow.from_bytes(w.to_bytes()) == w
+
+
+def test_version_1_encoding_is_still_read() -> None:
+    import json
+    import zlib
+
+    w = ArmWindow()
+    w.record(Observation(0.5, Outcome.OK, 1.0, 2.0))
+    state = json.loads(zlib.decompress(w.to_bytes()))
+    for key in ("svc", "kb"):
+        del state[key]
+    state["v"] = 1
+    old = ArmWindow.from_bytes(zlib.compress(json.dumps(state).encode()))
+    assert old.n_judged == 1 and old.output_hist == w.output_hist
 
 
 @settings(max_examples=40, deadline=None)

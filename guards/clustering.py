@@ -1,0 +1,74 @@
+"""Sticky traffic: the design effect of keys that go wholly to one arm.
+
+With `x-gateway-key`, all of a key's requests land on one arm, so requests are not
+independent units: keys differ (a heavy user, a slow region), and an arm's sample is a
+sample of keys. Tests that count requests as independent then overstate the evidence.
+
+The unit of analysis becomes the key bucket: keyed requests are tallied per analysis
+bucket (`guards.window.key_bucket`, independent of routing), and a one-way ANOVA across the
+buckets of each arm (centred per arm, so the arm difference itself is not counted) gives
+the design effect deff = MSB / MSW, about 1 + (requests per key) * var(key effect) /
+var(request). Every sequential test divides its log e-value increments by
+1 + keyed_share * (deff - 1) (floored at 1), the usual quasi-likelihood correction for
+clustered counts: once the keys, not the requests, are what limits the evidence, evidence
+stops growing with the request count. Unkeyed traffic pays nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from guards.window import FIXED, KEY_BUCKETS, KEY_STATS, ArmWindow
+
+MIN_PER_BUCKET = 2  # buckets with fewer requests carry no variance information
+
+
+@dataclass(frozen=True, slots=True)
+class DesignEffect:
+    rate: float = 1.0  # for error-rate tests
+    latency: float = 1.0  # for latency and every other per-request test
+
+    def describe(self) -> str:
+        return f"keyed traffic: design effect {self.rate:.2f} (errors), " \
+               f"{self.latency:.2f} (latency)"
+
+
+def design_effect(champion: ArmWindow, challenger: ArmWindow) -> DesignEffect:
+    keyed = champion.n_keyed + challenger.n_keyed
+    total = champion.n_judged + challenger.n_judged
+    if keyed == 0 or total == 0:
+        return DesignEffect()
+    share = keyed / total
+    arms = (champion.key_stats(), challenger.key_stats())
+    rate = _deff(arms, n_col=0, sum_col=1, sq_col=None, scale=1.0)
+    lat = _deff(arms, n_col=2, sum_col=3, sq_col=4, scale=float(FIXED))
+    return DesignEffect(1.0 + share * (rate - 1.0), 1.0 + share * (lat - 1.0))
+
+
+def _deff(arms: Sequence[list[int]], n_col: int, sum_col: int, sq_col: int | None,
+          scale: float) -> float:
+    """MSB / MSW over the key buckets of both arms, each arm centred on its own mean."""
+    ssb = ssw = 0.0
+    groups = n_tot = 0
+    for kb in arms:
+        rows = [(kb[i * KEY_STATS + n_col], kb[i * KEY_STATS + sum_col],
+                 kb[i * KEY_STATS + sq_col] if sq_col is not None else None)
+                for i in range(KEY_BUCKETS)]
+        rows = [r for r in rows if r[0] >= MIN_PER_BUCKET]
+        if len(rows) < 2:
+            continue
+        n_arm = sum(r[0] for r in rows)
+        s_arm = sum(r[1] for r in rows) / scale
+        mean = s_arm / n_arm
+        for n, s, sq in rows:
+            m = s / scale / n
+            ssb += n * (m - mean) ** 2
+            # binary outcomes (errors): the within sum of squares follows from the mean
+            within = (sq / scale / scale - n * m * m) if sq is not None else n * m * (1.0 - m)
+            ssw += max(within, 0.0)
+        groups += len(rows) - 1
+        n_tot += n_arm - len(rows)
+    if groups < 4 or n_tot <= 0 or ssw <= 0.0:
+        return 1.0
+    return max(1.0, (ssb / groups) / (ssw / n_tot))
