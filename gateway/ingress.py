@@ -16,7 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.config import parse_config
+from gateway.config import TimeoutsConfig, parse_config
 from gateway.errors import InputError
 from gateway.feedback import parse_feedback
 from gateway.flushtimer import FlushTimer
@@ -33,7 +33,7 @@ from gateway.metrics import get_metrics
 from gateway.routing import Arm, Mode, RoutingTable, choose_arm, parse_weight_update
 from gateway.supervisor import get_supervisor
 from gateway.tablewatch import TableWatcher
-from guards.window import ArmWindow, Observation, Outcome
+from guards.window import ArmWindow, Observation, Outcome, key_bucket
 
 log = logging.getLogger("champion_gateway.ingress")
 
@@ -52,6 +52,41 @@ class ArmCall:
     outcome: str  # ok | client_error | server_error | timeout | unavailable
     latency_s: float
     message: str = ""
+    # Whether the call is evidence in the arms' comparison: False for a failover retry and
+    # for a champion call censored at the comparison deadline (see `comparison_deadline`).
+    compared: bool = True
+
+
+class Censor:
+    """A champion call's place in the comparison window, armed for one request.
+
+    The challenger's calls time out at the comparison deadline; a champion call still running
+    then is censored: a TIMEOUT at the deadline goes into the champion's window at that moment
+    (a timer callback, no task), so it is flushed with the challenger's timeouts of requests
+    that started at the same time. Whatever the call does later stays out of the window.
+    """
+
+    __slots__ = ("fired", "handle")
+
+    def __init__(self) -> None:
+        self.fired = False
+        self.handle: asyncio.TimerHandle | None = None
+
+    def stop(self) -> bool:
+        """The call finished: True when it did so before the deadline (it is compared)."""
+        if self.handle is not None:
+            self.handle.cancel()
+        return not self.fired
+
+
+def comparison_deadline(table: RoutingTable, timeouts: TimeoutsConfig) -> float | None:
+    """The deadline both arms are judged at for a request routed by `table`: what the
+    challenger's call may take (`challenger_s`, or `shadow_s` for a shadow copy). None when no
+    challenger gets traffic, or when the champion's own timeout comes first."""
+    if not table.challenger_active:
+        return None
+    deadline = timeouts.shadow_s if table.mode is Mode.SHADOW else timeouts.challenger_s
+    return deadline if deadline < timeouts.champion_s else None
 
 
 class Ingress(LLMRoutes):
@@ -84,6 +119,8 @@ class Ingress(LLMRoutes):
         self.counts: Counter[tuple[str, str]] = Counter()
         # Per model version, so a delta is never attributed to the wrong rollout.
         self._windows: dict[str, ArmWindow] = {}
+        # Per model version, observations sent to the supervisor so far, by outcome (describe).
+        self._flushed: dict[str, Counter[str]] = {}
         self._served: list[tuple[str, str]] = []  # (request id, model version) for feedback
         self._replica_id = uuid.uuid4().hex[:12]
         self._flush_timer = FlushTimer(self._cfg.control.flush_interval_s,
@@ -128,42 +165,74 @@ class Ingress(LLMRoutes):
             raise InputError("inputs: missing required field", field="inputs")
         inputs = body["inputs"]
         table = self._watcher.current
-        arm = choose_arm(table, request.headers.get(self._sticky_header))
+        key = request.headers.get(self._sticky_header)
+        bucket = None if key is None else key_bucket(key)
+        arm = choose_arm(table, key)
         if table.mode is Mode.SHADOW and table.challenger_active:
-            self._spawn(self._shadow(table, inputs, "predict"))
-        arm, call = await self._serve(table, arm, inputs, "predict")
+            self._spawn(self._shadow(table, inputs, "predict", bucket))
+        arm, call = await self._serve(table, arm, inputs, "predict", bucket)
         if call.outcome == "ok" and call.reply is not None:
             self._served.append((request_id, str(call.reply["model"]["version"])))
         return self._answer(arm, call, request_id)
 
-    async def _serve(self, table: RoutingTable, arm: Arm, inputs: Any,
-                     method: str) -> tuple[Arm, ArmCall]:
+    async def _serve(self, table: RoutingTable, arm: Arm, inputs: Any, method: str,
+                     bucket: int | None = None) -> tuple[Arm, ArmCall]:
+        """Call the chosen arm (the champion on a challenger failure) and observe the calls.
+        `bucket`: the sticky key's analysis bucket, if the request has a key."""
+        compared = True
         if arm is Arm.CHALLENGER:
             call = await self._call(table, Arm.CHALLENGER, inputs, method)
-            self._observe(table, Arm.CHALLENGER, call)
+            self._observe(table, Arm.CHALLENGER, call, bucket)
             if call.outcome in ("ok", "client_error"):
                 return arm, call
             # Failover: the client gets the champion's answer; the failure stays counted
-            # against the challenger.
+            # against the challenger. The retry is counted, but kept out of the champion's
+            # window: it follows the challenger's failure, so it is no sample of the champion.
             self.counts[("challenger", "failover")] += 1
             self._metrics.failover(self._version(table, Arm.CHALLENGER))
-        call = await self._call(table, Arm.CHAMPION, inputs, method)
-        current = self._watcher.current
-        if call.outcome == "unavailable" and current.version != table.version:
-            # The table changed while this request was in flight (roles flipped): ask the
-            # champion of the new table.
-            table = current
+            compared = False
+        censor = self._censor(table, bucket) if compared else None
+        try:
             call = await self._call(table, Arm.CHAMPION, inputs, method)
-        self._observe(table, Arm.CHAMPION, call)
+            current = self._watcher.current
+            if call.outcome == "unavailable" and current.version != table.version:
+                # The table changed while this request was in flight (roles flipped): ask the
+                # champion of the new table.
+                table = current
+                call = await self._call(table, Arm.CHAMPION, inputs, method)
+        finally:  # also when the request is cancelled (client gone) before the deadline
+            if censor is not None and not censor.stop():
+                compared = False
+        if not compared:
+            call = dataclasses.replace(call, compared=False)
+        self._observe(table, Arm.CHAMPION, call, bucket)
         return Arm.CHAMPION, call
 
+    def _censor(self, table: RoutingTable, bucket: int | None) -> Censor | None:
+        """Arm the censoring of a champion call at the comparison deadline (see `Censor`)."""
+        deadline = comparison_deadline(table, self._cfg.timeouts)
+        if deadline is None:
+            return None
+        censor = Censor()
+        censor.handle = asyncio.get_running_loop().call_later(
+            deadline, self._censored, censor, self._version(table, Arm.CHAMPION), deadline,
+            bucket)
+        return censor
+
+    def _censored(self, censor: Censor, version: str, deadline: float,
+                  bucket: int | None) -> None:
+        censor.fired = True
+        self._record(Arm.CHAMPION, version,
+                     Observation(deadline, Outcome.TIMEOUT, key_bucket=bucket))
+
     async def _call(self, table: RoutingTable, arm: Arm, inputs: Any,
-                    method: str = "predict") -> ArmCall:
+                    method: str = "predict", timeout: float | None = None) -> ArmCall:
         slot = table.slot_of(arm)
         if slot is None:
             return ArmCall(None, "unavailable", 0.0, f"no {arm.value} slot")
-        timeout = (self._cfg.timeouts.champion_s if arm is Arm.CHAMPION
-                   else self._cfg.timeouts.challenger_s)
+        if timeout is None:
+            timeout = (self._cfg.timeouts.champion_s if arm is Arm.CHAMPION
+                       else self._cfg.timeouts.challenger_s)
         start = time.perf_counter()
         response = self._handles[method][slot].remote(inputs)
         try:
@@ -181,29 +250,29 @@ class Ingress(LLMRoutes):
             return ArmCall(reply, "ok", latency)
         return ArmCall(reply, reply.get("kind", "server_error"), latency, reply.get("message", ""))
 
-    async def _shadow(self, table: RoutingTable, inputs: Any, method: str) -> None:
-        call = await self._call(table, Arm.CHALLENGER, inputs, method)
-        self._observe(table, Arm.CHALLENGER, call)
+    async def _shadow(self, table: RoutingTable, inputs: Any, method: str,
+                      bucket: int | None = None) -> None:
+        call = await self._call(table, Arm.CHALLENGER, inputs, method,
+                                self._cfg.timeouts.shadow_s)
+        self._observe(table, Arm.CHALLENGER, call, bucket)
 
     @staticmethod
     def _version(table: RoutingTable, arm: Arm) -> str:
         ref = table.model_of(arm)
         return ref.version if ref else "none"
 
-    def _observe(self, table: RoutingTable, arm: Arm, call: ArmCall) -> None:
-        """One observation into the serving model version's window (the hot path)."""
+    def _observe(self, table: RoutingTable, arm: Arm, call: ArmCall,
+                 bucket: int | None = None) -> None:
+        """One observation into the serving model version's window (the hot path); a call
+        that is not `compared` is counted and measured, but not recorded in the window."""
         self.counts[(arm.value, call.outcome)] += 1
         outcome = OUTCOMES.get(call.outcome)
         if outcome is None:  # "unavailable": no model was called, nothing to judge
             return
         reply = call.reply if call.outcome == "ok" else None
         version = str(reply["model"]["version"]) if reply else self._version(table, arm)
-        if reply is None:
-            self._record(arm, version, Observation(call.latency_s, outcome))
-        else:
-            self._record(arm, version, Observation(
-                call.latency_s, outcome, reply.get("output_summary"), reply.get("input_summary"),
-                reply.get("tokens_in", 0), reply.get("tokens_out", 0), reply.get("busy_s", 0.0)))
+        if call.compared:
+            self._record(arm, version, _observation(call, outcome, reply, bucket))
         self._metrics.request(arm.value, version, call.outcome, call.latency_s)
 
     def _record(self, arm: Arm, version: str, observation: Observation) -> None:
@@ -233,8 +302,16 @@ class Ingress(LLMRoutes):
 
     def _flush(self) -> None:
         self._metrics.flush_requests()
-        deltas = {v: w.take_delta().to_bytes() for v, w in self._windows.items()
-                  if not w.is_empty()}
+        deltas: dict[str, bytes] = {}
+        for version, window in self._windows.items():
+            if window.is_empty():
+                continue
+            delta = window.take_delta()
+            deltas[version] = delta.to_bytes()
+            flushed = self._flushed.setdefault(version, Counter())
+            for outcome in Outcome:
+                if delta.count(outcome):
+                    flushed[outcome.name.lower()] += delta.count(outcome)
         served, self._served = self._served, []
         if deltas or served:
             self._sup.ingest.remote(self._replica_id, deltas, served)
@@ -244,6 +321,7 @@ class Ingress(LLMRoutes):
         live = {r.version for r in table.slot_models.values() if r is not None}
         for version in [v for v, w in self._windows.items() if v not in live and w.is_empty()]:
             del self._windows[version]  # models no longer served: keep memory bounded
+            self._flushed.pop(version, None)
 
     def _answer(self, arm: Arm, call: ArmCall, request_id: str) -> Response:
         reply = call.reply
@@ -308,9 +386,21 @@ class Ingress(LLMRoutes):
         table = self._watcher.current
         return {"replica": self._replica_id, "pid": os.getpid(), "table_version": table.version,
                 "challenger_weight": table.challenger_weight, "mode": table.mode.value,
-                "counts": self._replica_counts(),
+                "counts": self._replica_counts(), "windows": self._window_counts(),
                 "evaluator": (dataclasses.asdict(self._evaluator_pool.stats())
                               if self._evaluator_pool else None)}
+
+    def _window_counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Per model version, by outcome: observations recorded into the comparison window and
+        sent to the supervisor (`flushed`), and recorded but not sent yet (`pending`)."""
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for version in sorted(set(self._windows) | set(self._flushed)):
+            window = self._windows.get(version)
+            out[version] = {
+                "flushed": dict(self._flushed.get(version, {})),
+                "pending": ({o.name.lower(): window.count(o) for o in Outcome if window.count(o)}
+                            if window is not None else {})}
+        return out
 
     def _replica_counts(self) -> dict[str, int]:
         return {f"{a}.{o}": n for (a, o), n in sorted(self.counts.items())}
@@ -349,6 +439,16 @@ class Ingress(LLMRoutes):
         table = RoutingTable.from_dict(raw)
         await self._watcher.apply(table)
         return json_response(self._local_view(table))
+
+
+def _observation(call: ArmCall, outcome: Outcome, reply: dict[str, Any] | None,
+                 bucket: int | None) -> Observation:
+    if reply is None:
+        return Observation(call.latency_s, outcome, key_bucket=bucket)
+    return Observation(
+        call.latency_s, outcome, reply.get("output_summary"), reply.get("input_summary"),
+        reply.get("tokens_in", 0), reply.get("tokens_out", 0), reply.get("busy_s", 0.0),
+        key_bucket=bucket)
 
 
 def _request_id(request: Request) -> str:

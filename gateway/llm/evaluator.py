@@ -1,8 +1,9 @@
 """Hallucination scoring off the request path: a small pool of Ray actors.
 
 The ingress replica owns an `EvaluatorPool`. For each answered LLM request it calls
-`submit(model_version, context, response, question, request_id=...)`, which samples (a
-configurable rate; deterministic by a hash of the request id when one is given), and sends
+`submit(model_version, context, response, question, request_id=..., rate=...)`, which
+samples (at the answering arm's rate, `table_sample_rates`: equal expected scored answers per
+arm within the configured budget; deterministic by a hash of the request id), and sends
 the triple fire-and-forget to the next `HallucinationEvaluator` actor (round robin). It never
 blocks and never raises on the hot path: when too many calls are in flight (an actor is slow
 or gone) the sample is dropped and counted.
@@ -31,6 +32,7 @@ from typing import Any
 import ray
 
 from gateway.errors import ConfigError
+from gateway.routing import Mode, RoutingTable
 from guards.hallucination import DEFAULT_SCORER, Scorer, ScorerError, make_scorer
 
 log = logging.getLogger("champion_gateway.evaluator")
@@ -74,6 +76,41 @@ def sampled(request_id: str, rate: float) -> bool:
         return False
     digest = hashlib.blake2b(request_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64 < rate
+
+
+def arm_sample_rates(budget: float, challenger_share: float) -> tuple[float, float]:
+    """Sampling rates `(champion, challenger)` giving both arms as many scored answers as
+    the traffic allows, within the same total budget as scoring every arm at `budget`.
+
+    `challenger_share` is the challenger's fraction of requests, in [0, 1]. Each arm aims at
+    `budget / 2` scored answers per request: the challenger at `budget / (2 w)`, the champion
+    at `budget / (2 (1 - w))`. A rate is capped at 1, and what the capped arm cannot use goes
+    to the other arm, so the expected number of scored answers per request is always `budget`.
+    An arm that gets no traffic leaves the whole budget to the other (rate `budget`).
+
+    Unequal rates do not bias the comparison: the guard compares rates per scored answer, and
+    which answers are scored depends on the request id only (`sampled`), never on the answer.
+    """
+    if not 0.0 <= budget <= 1.0:
+        raise ValueError(f"budget must be in [0, 1], got {budget!r}")
+    w = min(max(challenger_share, 0.0), 1.0)
+    if w == 0.0 or w == 1.0:
+        return budget, budget
+    challenger = min(1.0, budget / (2.0 * w))
+    champion = min(1.0, budget / (2.0 * (1.0 - w)))
+    if challenger == 1.0 and champion < 1.0:  # leftover of the capped challenger
+        champion = min(1.0, (budget - w) / (1.0 - w))
+    elif champion == 1.0 and challenger < 1.0:  # leftover of the capped champion
+        challenger = min(1.0, (budget - (1.0 - w)) / w)
+    return champion, challenger
+
+
+def table_sample_rates(budget: float, table: RoutingTable) -> tuple[float, float]:
+    """`arm_sample_rates` for the traffic `table` routes: the challenger's weight in split
+    mode; equal rates when both arms see every request (shadow) or one arm sees none."""
+    if table.mode is Mode.SPLIT and table.challenger_slot is not None:
+        return arm_sample_rates(budget, table.challenger_weight / 100.0)
+    return budget, budget
 
 
 @dataclass(frozen=True)
@@ -228,12 +265,18 @@ class EvaluatorPool:
         return list(self._actors)
 
     def submit(self, model_version: str, context: str | None, response: str,
-               question: str | None, *, request_id: str | None = None) -> None:
-        """Maybe send one (context, response, question) triple for scoring; never blocks."""
+               question: str | None, *, request_id: str | None = None,
+               rate: float | None = None) -> None:
+        """Maybe send one (context, response, question) triple for scoring; never blocks.
+
+        Sampled at `rate` (default: the configured `sample_rate`; the ingress passes its arm's
+        rate from `table_sample_rates`)."""
+        if rate is None:
+            rate = self._cfg.sample_rate
         with self._lock:
             self._counts["seen"] += 1
-            keep = (sampled(request_id, self._cfg.sample_rate) if request_id is not None
-                    else self._rng.random() < self._cfg.sample_rate)
+            keep = (sampled(request_id, rate) if request_id is not None
+                    else self._rng.random() < rate)
             if not keep:
                 return
             self._counts["sampled"] += 1

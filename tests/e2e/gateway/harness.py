@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import os
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections import Counter, defaultdict
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,7 @@ class Deployed:
     def __init__(self, url: str, cfg: GatewayConfig, registry: ModelRegistry) -> None:
         self.url, self.cfg, self.registry = url, cfg, registry
         self.client = httpx.Client(base_url=url, timeout=30.0)
+        self.ingress_handle: Any = None  # made on first use, on `_HandleLoop`'s loop
 
     def predict(self, rows: Any = None, **kwargs: Any) -> httpx.Response:
         body = {"inputs": rows if rows is not None else [[0.5] * 8]}
@@ -134,6 +137,49 @@ def blast(url: str, n: int, concurrency: int = 16) -> list[httpx.Response]:
 
 def replica_counts(app: Deployed) -> dict[str, int]:
     return dict(app.admin("GET", "/admin/rollout").json()["replica_counts"])
+
+
+class _HandleLoop:
+    """One event loop on a daemon thread for the tests' Serve handle calls: with
+    RAY_SERVE_THROUGHPUT_OPTIMIZED a handle's router runs on (and stays bound to) the loop of
+    its first caller, so handles cannot be used from plain synchronous test code."""
+
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def run(cls, coro: Coroutine[Any, Any, Any], timeout_s: float = 30.0) -> Any:
+        if cls._loop is None:
+            cls._loop = asyncio.new_event_loop()
+            threading.Thread(target=cls._loop.run_forever, daemon=True,
+                             name="serve-handles").start()
+        return asyncio.run_coroutine_threadsafe(coro, cls._loop).result(timeout_s)
+
+
+def describe_replicas(app: Deployed) -> list[dict[str, Any]]:
+    """Every ingress replica's `describe()` (through `DeploymentHandle.broadcast`)."""
+
+    async def ask() -> list[dict[str, Any]]:
+        if app.ingress_handle is None:
+            from ray import serve
+
+            app.ingress_handle = serve.get_deployment_handle("ingress", app.cfg.app_name)
+        return list(await app.ingress_handle.broadcast("describe").results_async(
+            timeout_s=10.0))
+
+    return list(_HandleLoop.run(ask()))
+
+
+def replica_windows(app: Deployed, flushed_only: bool = False) -> dict[str, Counter[str]]:
+    """Per model version, by outcome, summed over the ingress replicas (their `describe`):
+    the observations recorded into the comparison windows, or only those already sent to
+    the supervisor."""
+    total: dict[str, Counter[str]] = defaultdict(Counter)
+    for view in describe_replicas(app):
+        for version, window in view["windows"].items():
+            total[version].update(window["flushed"])
+            if not flushed_only:
+                total[version].update(window["pending"])
+    return dict(total)
 
 
 def wait_counts(app: Deployed, key: str, at_least: int, timeout_s: float = 10.0) -> dict[str, int]:

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from tests.e2e.gateway.harness import blast, deployed, gateway_config, replica_counts
+from gateway.demo.models import Faults
+from gateway.demo.run import register_pyfunc_model
+from gateway.routing import sticky_bucket
+from tests.e2e.gateway.harness import (
+    blast,
+    deployed,
+    gateway_config,
+    linear,
+    replica_counts,
+    replica_windows,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +37,14 @@ def test_failover_serves_every_request_while_the_challenger_raises(
         counts = replica_counts(app)
         assert counts.get("challenger.server_error", 0) > 100, counts
         assert counts.get("challenger.failover", 0) == counts["challenger.server_error"]
+        # The retries are counted, but only the requests routed to the champion are evidence
+        # for it: the retries would land as champion successes next to each challenger error.
+        windows = replica_windows(app)
+        assert counts["champion.ok"] == 300
+        direct = 300 - counts["challenger.failover"]
+        assert windows[models["v1"].version] == {"ok": direct}, windows
+        assert windows[models["raises"].version] == {
+            "server_error": counts["challenger.server_error"]}, windows
 
 
 def test_challenger_timeout_fails_over_to_the_champion(
@@ -37,6 +57,46 @@ def test_challenger_timeout_fails_over_to_the_champion(
         assert [r.status_code for r in responses] == [200] * 5
         assert {r.headers["x-gateway-arm"] for r in responses} == {"champion"}
         assert replica_counts(app).get("challenger.timeout", 0) == 5
+        windows = replica_windows(app)
+        assert windows[models["slow"].version] == {"timeout": 5}, windows
+        assert models["v1"].version not in windows, windows  # five retries, none compared
+
+
+def test_slow_champion_is_censored_at_the_challenger_deadline(
+        ray_serve: str, registry: Any, models: dict[str, Any]) -> None:
+    """A champion slower than the challenger's deadline: the client gets its answer, while
+    the comparison records a timeout at the deadline, sent to the supervisor at once."""
+    deadline = 0.2
+    very_slow = register_pyfunc_model(registry, linear(Faults(delay_s=1.5)), "very slow")
+    cfg = replace(gateway_config({"timeouts": {"challenger_s": deadline}}, weight=50.0),
+                  app_name="gw-slowchamp")
+    with deployed(ray_serve, registry, very_slow, models["v2"], cfg) as app:
+        champion, challenger = very_slow.version, models["v2"].version
+        # One request on the champion (a sticky key below the weight goes to the challenger):
+        # its timeout reaches the supervisor's side while the call is still running.
+        key = next(k for k in (f"user-{i}" for i in range(1000)) if sticky_bucket(k) >= 5000)
+        assert replica_windows(app) == {}  # nothing yet (and the handle is ready)
+        with ThreadPoolExecutor(1) as pool:
+            slow_call = pool.submit(app.predict, headers={"x-gateway-key": key})
+            wait_for(lambda: replica_windows(app, flushed_only=True).get(champion), 5.0,
+                     "the censored timeout to be flushed")
+            assert not slow_call.done(), "flushed only after the champion answered"
+            answer = slow_call.result(30)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-gateway-arm"] == "champion"
+        assert answer.headers["x-gateway-model-version"] == champion
+
+        responses = blast(app.url, 10, concurrency=5)
+        assert Counter(r.status_code for r in responses) == {200: 10}
+        arms = Counter(r.headers["x-gateway-arm"] for r in responses)
+        n_champion = arms["champion"] + 1
+        windows = replica_windows(app)
+        assert windows[champion] == {"timeout": n_champion}, windows
+        assert windows.get(challenger, Counter()) == Counter(ok=arms["challenger"]), windows
+        counts = replica_counts(app)  # the real outcome is still counted
+        assert counts["champion.ok"] == n_champion and "champion.timeout" not in counts, counts
+        wait_for(lambda: app.status()["requests"]["champion"] == n_champion, 10,
+                 "the supervisor to hold every champion observation")
 
 
 def test_champion_failure_is_a_clear_502(
