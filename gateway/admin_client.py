@@ -63,6 +63,9 @@ def format_status(view: dict[str, Any]) -> str:
         f"challenger weight {table.get('challenger_weight', 0):g}% ({table.get('mode')})",
         f"champion: v{champ.get('version', '-')}   challenger: v{chall.get('version', '-')}",
     ]
+    if view.get("held"):
+        lines.append("HELD: both arms degraded together (a shared incident); the step clock "
+                     "is stopped and resumes when it clears")
     if view.get("reason"):
         lines.append(f"reason: {view['reason']}")
     verdict = view.get("verdict") or {}

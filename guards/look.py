@@ -64,7 +64,8 @@ class Looks:
         health = self.health.update(d_champion, d_challenger)
         if d_champion.n_keyed or d_challenger.n_keyed:
             self._deff = design_effect(self.champion, self.challenger)
-        self.number += 1
+        if not (d_champion.is_empty() and d_challenger.is_empty()):
+            self.number += 1  # looks with data (the supervisor also judges on its ticks)
         return Look(self.champion, self.challenger, d_champion, d_challenger, self.matched,
                     health, self._deff, resources, self.number)
 

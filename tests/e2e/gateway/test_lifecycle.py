@@ -12,6 +12,7 @@ import pytest
 
 from gateway.audit import AuditLog
 from gateway.demo.models import Faults
+from gateway.supervisor import JUDGE_TAG, decode_judge_state
 from model_registry.refs import CHAMPION, PREVIOUS_CHAMPION, ModelRef
 from model_registry.registry import ModelRegistry
 from tests.e2e.gateway.harness import deployed, wait_for
@@ -72,6 +73,9 @@ def test_killing_the_supervisor_mid_rollout_loses_nothing(
             Traffic(app.url, rate=40) as traffic:
         start_rollout(app, good)
         before = dict(wait_for(lambda: (s := app.status())["step"] == 1 and s, 60, "step 2"))
+        time.sleep(6.0)  # the judge's evidence is saved every 5 s
+        saved = decode_judge_state(registry.get_version_tags(good.version)[
+            f"{JUDGE_TAG}.{cfg.app_name}"])["looks"]["n"]
         sup = ray.get_actor(cfg.control.supervisor_name, namespace=cfg.control.namespace)
         ray.kill(sup, no_restart=False)  # Ray restarts it; it must resume from the registry
         time.sleep(2.0)
@@ -80,6 +84,8 @@ def test_killing_the_supervisor_mid_rollout_loses_nothing(
         time.sleep(1.0)
     assert after["rollout_id"] == before["rollout_id"]
     assert (after["phase"], after["step"]) == ("canary", 1)
+    # the judge resumed its evidence instead of starting afresh (no reset, no new alpha)
+    assert saved >= 20 and after["judge"]["looks_judged"] >= saved
     assert after["table"]["challenger_weight"] == 40.0
     assert traffic.statuses() == {200: len(traffic.answers)}, traffic.statuses()
     events = [r.event for r in AuditLog(cfg.supervisor.audit_path).read(after["rollout_id"])]
