@@ -11,7 +11,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,15 @@ def _failing_guard(verdict: Any) -> str | None:
         return "catastrophic"
     return next((r["guard"] for r in verdict.get("results", []) if r.get("state") == "fail"),
                 None)
+
+
+def engine_memory(profiles: Sequence[Mapping[str, Any]], total: int
+                   ) -> tuple[int, float | None]:
+    """Bytes the slot's engines preallocate on the device (their reserved share of it, at
+    most the device) and their highest saturation signal, if any reports one."""
+    reserved = sum(float(p.get("reserved_fraction") or 0.0) for p in profiles) * total
+    usages = [float(u) for p in profiles if (u := p.get("engine_usage")) is not None]
+    return min(int(reserved), total), (max(usages) if usages else None)
 
 
 @contextlib.contextmanager
@@ -139,12 +148,15 @@ class EffectRunner:
             self._pids[(slot, replica_id)] = pid
             self._sampler.set_pids(self._pids.values())
 
-    def resources(self, state: ro.RolloutState,
-                  served: Mapping[str, int] | None = None) -> ResourceReadings | None:
+    def resources(self, state: ro.RolloutState, served: Mapping[str, int] | None = None,
+                  engines: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+                  ) -> ResourceReadings | None:
         """Memory of each arm's replicas, from the gpu_monitor samples since the challenger
         was loaded (plus `WARMUP_S`: loading and the first requests grow a process's memory
         once, which is not a leak), across canary steps, with the requests each slot had
-        served at each sample (`served`: slot -> cumulative requests, now)."""
+        served at each sample (`served`: slot -> cumulative requests, now) and what each
+        slot's engine says of its memory (`engines`: slot -> its replicas' memory profiles,
+        `gateway.backends.MemoryProfile` as dicts)."""
         history = self._sampler.history()
         if not history:
             return None
@@ -164,8 +176,9 @@ class EffectRunner:
             known = [(u, c) for u, c in zip(used, counts, strict=True) if c is not None]
             hist, requests = (tuple(u for u, _ in known), tuple(c for _, c in known)) \
                 if len(known) >= 2 else (tuple(used), ())
+            reserved, usage = engine_memory((engines or {}).get(slot, ()), total)
             return ArmResources(used_bytes=used[-1], total_bytes=total, history=hist,
-                                requests=requests)
+                                requests=requests, reserved_bytes=reserved, engine_usage=usage)
 
         return ResourceReadings(champion=arm(state.champion_slot),
                                 challenger=arm(state.free_slot))

@@ -18,7 +18,7 @@ from typing import Any
 
 from ray import serve
 
-from gateway.backends import Backend, make_backend
+from gateway.backends import Backend, make_backend, memory_profile
 from gateway.backends.common import flavors, model_metadata
 from gateway.config import GatewayConfig, parse_config
 from gateway.errors import InputError
@@ -68,6 +68,7 @@ class ModelServer:
         self._backend: Backend | None = None
         self._textgen: Any = None
         self._error: str | None = None
+        self._usage_task: asyncio.Future[None] | None = None
         table = RoutingTable.from_dict(initial_table)
         self._sup = get_supervisor(self._cfg.control.supervisor_name, self._cfg.control.namespace)
         self._watcher = TableWatcher(self._sup, table,
@@ -100,6 +101,16 @@ class ModelServer:
         self._textgen = text_generator(backend)
         log.info("slot %s serving %s version %s", self._slot, ref.name, ref.version)
         await self._report(healthy=True)
+        if memory_profile(backend).live:
+            self._usage_task = asyncio.ensure_future(self._report_usage(backend))
+
+    async def _report_usage(self, backend: Backend) -> None:
+        """Engines with their own saturation signal (vLLM's KV-cache usage) report it every
+        resource interval, for the memory guard; stops when the slot changes model."""
+        while self._backend is backend:
+            await asyncio.sleep(self._cfg.supervisor.resource_interval_s)
+            if self._backend is backend:
+                await self._report(healthy=True)
 
     async def _release(self) -> None:
         """Unload the current model first (a slot changes model only while it gets no
@@ -113,8 +124,10 @@ class ModelServer:
                 log.warning("slot %s: releasing the previous model failed: %s", self._slot, exc)
 
     async def _report(self, *, healthy: bool) -> None:
+        profile = memory_profile(self._backend) if self._backend is not None else None
         report = {"healthy": healthy, "model": self._ref.to_dict() if self._ref else None,
-                  "error": self._error, "time": time.time(), "pid": os.getpid()}
+                  "error": self._error, "time": time.time(), "pid": os.getpid(),
+                  "memory": asdict(profile) if profile else None}
         try:
             await self._sup.report_slot.remote(self._slot, self._replica_id, report)
         except Exception as exc:  # the supervisor may be restarting; it re-learns on next load

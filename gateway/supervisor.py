@@ -291,7 +291,12 @@ class Supervisor:
         served = {slot: self._windows[ref.version].n_requests
                   for slot, ref in state.slot_models.items()
                   if ref is not None and ref.version in self._windows}
-        return self._effects.resources(state, served)
+        engines = {slot: [r["memory"] for r in reports.values()
+                          if r.get("memory") and r.get("model")
+                          and (ref := state.slot_models.get(slot)) is not None
+                          and r["model"]["version"] == ref.version]
+                   for slot, reports in self._slot_reports.items()}
+        return self._effects.resources(state, served, engines)
 
     # --- transitions and their effects -------------------------------------------------------
 

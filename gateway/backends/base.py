@@ -22,6 +22,26 @@ class Prediction:
     tokens_out: int = 0
 
 
+@dataclass(frozen=True)
+class MemoryProfile:
+    """What a serving engine says about its own memory, for the memory guard.
+
+    `reserved_fraction`: the share of the device the engine preallocates by design (vLLM's
+    `gpu_memory_utilization`); memory up to it is not saturation. `engine_usage`: the
+    engine's own saturation signal in [0, 1] (vLLM's KV-cache usage), None where it has none.
+    """
+
+    reserved_fraction: float = 0.0
+    engine_usage: float | None = None
+    live: bool = False  # the signal changes while serving: the slot reports it periodically
+
+
+def memory_profile(backend: object) -> MemoryProfile:
+    """The backend's `memory_profile()` if it has one (optional), else no reservation."""
+    get = getattr(backend, "memory_profile", None)
+    return get() if callable(get) else MemoryProfile()
+
+
 class Backend(Protocol):
     """Serves one immutable model version inside a model-slot replica.
 
@@ -33,6 +53,8 @@ class Backend(Protocol):
     - `predict` raises `InputError` (a client error, never counted against the model) when
       the inputs do not fit the model's signature, and any other exception when the model
       itself fails.
+    - Optional: `memory_profile() -> MemoryProfile` for engines that preallocate device
+      memory or expose a saturation signal.
     """
 
     name: str

@@ -36,7 +36,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.backends.base import Prediction
+from gateway.backends.base import MemoryProfile, Prediction
 from gateway.errors import InputError, ModelLoadError
 from gateway.llm.openai_api import (
     ChatMessage,
@@ -290,6 +290,7 @@ class VllmBackend:
         self._tokenizer: Any = None
         self._ref: ModelRef | None = None
         self.weights_dir: Path | None = None
+        self._kv_usage = KvUsage()
 
     # -- Backend protocol --
 
@@ -355,6 +356,12 @@ class VllmBackend:
         async for chunk in loop.relay(lambda: self._chunks(request)):
             yield chunk
 
+    def memory_profile(self) -> MemoryProfile:
+        """vLLM preallocates `gpu_memory_utilization` of the device (weights, activations,
+        KV-cache pool) by design; its own saturation signal is the KV-cache usage."""
+        return MemoryProfile(float(self._engine_args["gpu_memory_utilization"]),
+                             self._kv_usage.value, live=True)
+
     def close(self) -> None:
         engine, loop = self._engine, self._loop
         self._engine, self._loop = None, None
@@ -374,7 +381,14 @@ class VllmBackend:
         args = AsyncEngineArgs(model=str(weights), tokenizer=str(weights),
                                served_model_name=[f"{ref.name}/{ref.version}"],
                                **{k: v for k, v in self._engine_args.items() if v is not None})
-        return _engine_class().from_engine_args(args)
+        engine_class = _engine_class()
+        factory = self._kv_usage.logger_factory()
+        if factory is not None:
+            try:
+                return engine_class.from_engine_args(args, stat_loggers=[factory])
+            except TypeError:  # an engine without custom stat loggers: no KV-cache signal
+                log.info("vLLM engine takes no stat loggers; no KV-cache usage signal")
+        return engine_class.from_engine_args(args)
 
     def _load_tokenizer(self, weights: Path) -> Any:
         if not self._use_chat_template:
@@ -462,6 +476,48 @@ class VllmBackend:
         if self._engine is None or self._loop is None or self._ref is None:
             raise ModelLoadError("no model loaded")
         return self._loop, self._ref
+
+
+class KvUsage:
+    """The engine's latest KV-cache usage in [0, 1], captured by a vLLM stat logger.
+
+    vLLM (v1 engine) calls `record(scheduler_stats, iteration_stats, ...)` on each custom
+    stat logger every engine step; `SchedulerStats.kv_cache_usage` (`gpu_cache_usage`
+    before 0.11) is the share of KV-cache blocks in use.
+    """
+
+    def __init__(self) -> None:
+        self.value: float | None = None
+
+    def observe(self, scheduler_stats: Any) -> None:
+        for name in ("kv_cache_usage", "gpu_cache_usage"):
+            usage = getattr(scheduler_stats, name, None)
+            if isinstance(usage, int | float):
+                self.value = min(max(float(usage), 0.0), 1.0)
+                return
+
+    def logger_factory(self) -> Callable[..., Any] | None:
+        try:
+            from vllm.v1.metrics.loggers import StatLoggerBase
+        except ImportError:
+            return None
+        usage = self
+
+        class _KvUsageLogger(StatLoggerBase):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+            def record(self, scheduler_stats: Any = None, *args: Any, **kwargs: Any) -> None:
+                if scheduler_stats is not None:
+                    usage.observe(scheduler_stats)
+
+            def log_engine_initialized(self) -> None:
+                pass
+
+            def log(self) -> None:
+                pass
+
+        return lambda *args, **kwargs: _KvUsageLogger()
 
 
 def _env_engine_args() -> dict[str, Any]:

@@ -244,3 +244,12 @@ def test_predict_serves_json_records_and_rejects_bad_ones(served: VllmBackend) -
     assert len(pred.outputs) == 2 and pred.tokens_out >= 2 and pred.tokens_in >= 2
     with pytest.raises(InputError, match=r"inputs\[1\]\.max_tokens"):
         served.predict([{"prompt": "a"}, {"prompt": "b", "max_tokens": 10_000}])
+
+
+@pytest.mark.gpu
+def test_memory_profile_reports_the_reservation_and_kv_cache_usage(served: VllmBackend) -> None:
+    served.predict([{"prompt": "Hello there", "max_tokens": 16, "temperature": 0}])
+    profile = served.memory_profile()
+    assert profile.reserved_fraction == 0.3 and profile.live
+    # the engine's own saturation signal reached us through the stat logger
+    assert profile.engine_usage is not None and 0.0 <= profile.engine_usage <= 1.0
