@@ -210,7 +210,8 @@ class ShapeTest:
 
     @property
     def log_e(self) -> float:
-        per_group = np.array([_LOG_W2 + _logsumexp(row) for row in self._ll])
+        top = self._ll.max(axis=1)
+        per_group = _LOG_W2 + top + np.log(np.exp(self._ll - top[:, None]).sum(axis=1))
         return _logsumexp(per_group) - math.log(len(per_group))
 
     def state(self) -> dict[str, Any]:
