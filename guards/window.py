@@ -24,6 +24,7 @@ import hashlib
 import itertools
 import json
 import math
+import operator
 import zlib
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
@@ -471,9 +472,8 @@ class ArmWindow:
             (self._k, other._k),
             (self._h, other._h),
         ):
-            for i, c in enumerate(src_l):
-                if c:
-                    dst_l[i] += c
+            if any(src_l):  # element-wise in C; most lists of a delta are all zero
+                dst_l[:] = map(operator.add, dst_l, src_l)
         self._hn += other._hn
         self._hs += other._hs
 
