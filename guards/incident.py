@@ -12,25 +12,31 @@ champion requests) and says, at each look:
   deadline) is at most `error_rate`, or it has fewer than `min_errors` errors; with a
   latency SLO, its share of responses over the SLO is at most three times the quantile's
   tail share. Only then do the absolute ceilings count a look, and only then does the
-  catastrophic path act;
-- `champion_incident`: the champion got worse than its own usual: recent error rate above
-  `max(error_rate, 3 x its baseline)` (the baseline counts only looks outside incidents, so
-  a long incident does not become the new normal), or over the SLO as above;
-- `challenger_degraded`: its recent error rate above `error_rate` (with `min_errors`), or
-  over the SLO as above, or a run of `catastrophic_run` consecutive failures in this look;
+  catastrophic path act (a noisy "unhealthy" look only delays them: the choice depends on
+  the champion's data alone);
+- `champion_incident`: the champion is significantly worse than its own usual (one-sided
+  binomial tail below `INCIDENT_P`, Chernoff bound) and above the ceiling; its usual is the
+  rate of the looks outside incidents, so a long incident does not become the new normal;
+- `challenger_degraded`: the challenger is significantly worse than the champion's usual in
+  the same sense, or had a run of `catastrophic_run` consecutive failures in this look;
 - `both_degraded`: a champion incident and a degraded challenger at once, a shared
-  incident: the judge holds the rollout. A champion that is chronically above a ceiling
-  is no incident: the relative tests judge such a rollout, and it is not held forever.
+  incident: the judge holds the rollout. Significance keeps ordinary noise (a few errors
+  at once in a healthy stream) from holding healthy rollouts; a champion that is
+  chronically above a ceiling is no incident either (the relative tests judge it).
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from guards.window import ArmWindow
+
+INCIDENT_P = 1e-4  # how unlikely the recent failures must be under an arm's usual rate
+_FLOOR = 1e-3  # least usual failure rate assumed (an arm with no failures so far)
 
 # Per look: champion judged, errors, OK, over SLO; challenger judged, errors, OK, over SLO.
 _CA_N, _CA_E, _CA_OK, _CA_S, _CB_N, _CB_E, _CB_OK, _CB_S = range(8)
@@ -54,6 +60,18 @@ class Health:
                 f"{na + nb} requests")
 
 
+def binomial_tail_bound(k: int, n: int, p: float) -> float:
+    """Chernoff bound on P(X >= k) for X ~ Binomial(n, p): exp(-n KL(k/n || p)) when
+    k/n > p (an upper bound, so a test using it is conservative), else 1."""
+    if n <= 0 or k <= n * p:
+        return 1.0
+    q = k / n
+    if q >= 1.0:
+        return p**n
+    kl = q * math.log(q / p) + (1.0 - q) * math.log((1.0 - q) / (1.0 - p))
+    return math.exp(-n * kl)
+
+
 class HealthMonitor:
     def __init__(self, *, error_rate: float, window: int, min_errors: int,
                  catastrophic_run: int, slo_s: float | None, slo_tail: float) -> None:
@@ -65,7 +83,8 @@ class HealthMonitor:
         self._slo_tail = slo_tail
         self._looks: deque[list[int]] = deque()  # 8 counts + whether in a champion incident
         self._recent = [0] * 8
-        self._baseline = [0, 0]  # champion errors, judged of looks outside incidents
+        # champion errors, judged, over SLO, OK responses of the looks outside incidents
+        self._baseline = [0, 0, 0, 0]
 
     def update(self, champion: ArmWindow, challenger: ArmWindow) -> Health:
         row = [*self._counts(champion), *self._counts(challenger)]
@@ -74,17 +93,18 @@ class HealthMonitor:
                 self._recent[i] += x
             self._looks.append([*row, 0])
             self._trim()
-        r = self._recent
-        base = self._baseline
-        base_rate = base[0] / base[1] if base[1] else 0.0
-        slow_a = self._over_slo(r[_CA_S], r[_CA_OK])
-        healthy = not (self._over(r[_CA_E], r[_CA_N], self._rate) or slow_a)
-        incident = self._over(r[_CA_E], r[_CA_N], max(self._rate, 3.0 * base_rate)) or slow_a
+        r, base = self._recent, self._baseline
+        usual = max(base[0] / base[1] if base[1] else 0.0, _FLOOR)
+        usual_slo = max(base[2] / base[3] if base[3] else 0.0, self._slo_tail)
+        healthy = not (self._over(r[_CA_E], r[_CA_N], self._rate)
+                       or self._over(r[_CA_S], r[_CA_OK], 3.0 * self._slo_tail))
+        incident = self._worse(r[_CA_E], r[_CA_N], usual, self._rate) or \
+            self._worse(r[_CA_S], r[_CA_OK], usual_slo, 2.0 * self._slo_tail)
         if incident and self._looks:
             self._looks[-1][8] = 1
         b_bad = (challenger.max_failure_run >= self._run
-                 or self._over(r[_CB_E], r[_CB_N], self._rate)
-                 or self._over_slo(r[_CB_S], r[_CB_OK]))
+                 or self._worse(r[_CB_E], r[_CB_N], usual, self._rate)
+                 or self._worse(r[_CB_S], r[_CB_OK], usual_slo, 2.0 * self._slo_tail))
         return Health(healthy, incident, b_bad, (r[_CA_E], r[_CA_N]), (r[_CB_E], r[_CB_N]))
 
     def _counts(self, w: ArmWindow) -> tuple[int, int, int, int]:
@@ -100,15 +120,16 @@ class HealthMonitor:
             for i in range(8):
                 self._recent[i] -= old[i]
             if not old[8]:
-                self._baseline[0] += old[_CA_E]
-                self._baseline[1] += old[_CA_N]
+                for i, col in enumerate((_CA_E, _CA_N, _CA_S, _CA_OK)):
+                    self._baseline[i] += old[col]
 
-    def _over(self, errors: int, n: int, rate: float) -> bool:
-        return n > 0 and errors >= self._min_errors and errors / n > rate
+    def _over(self, events: int, n: int, rate: float) -> bool:
+        return n > 0 and events >= self._min_errors and events / n > rate
 
-    def _over_slo(self, over: int, n_ok: int) -> bool:
-        return (self._slo is not None and n_ok > 0 and over >= self._min_errors
-                and over / n_ok > min(3.0 * self._slo_tail, 0.5))
+    def _worse(self, events: int, n: int, usual: float, ceiling: float) -> bool:
+        """Above the ceiling, and significantly above the usual rate."""
+        return self._over(events, n, ceiling) and binomial_tail_bound(events, n, usual) \
+            < INCIDENT_P
 
     def state(self) -> dict[str, Any]:
         return {"looks": [list(x) for x in self._looks], "base": list(self._baseline)}

@@ -101,3 +101,16 @@ def test_champion_only_incident_does_not_hold(rng: np.random.Generator) -> None:
     looks = [_look(rng, 190, 10) for _ in range(10)]
     looks += [_look(rng, 190, 10, fail_a=0.5) for _ in range(5)]
     assert not any(v.hold for v in _run(looks))
+
+
+def test_ordinary_noise_does_not_hold(rng: np.random.Generator) -> None:
+    """A few errors at once happen in any healthy stream (0.5% here, half the traffic on
+    each arm): a hold needs both arms *significantly* worse than usual."""
+    judge = make_judge(None, JudgeContext())
+    replica = _Replica()
+    held = 0
+    for _ in range(1500):
+        for w in replica.arms:
+            fill(w, 100, rng, err=0.005)
+        held += judge.observe(replica.arms[0].take_delta(), replica.arms[1].take_delta()).hold
+    assert held == 0
