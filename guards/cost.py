@@ -50,7 +50,7 @@ class CostGuard(SequentialGuard):
                              look.champion.n_judged, look.challenger.n_judged)
         ev = ratio_evidence(look.matched, self._prices, math.log1p(self._t.threshold),
                             self._tau, look.deff.latency)
-        n_a, n_b = round(ev.n_a), ev.n_b
+        n_a, n_b = round(ev.n_a), round(ev.n_b)
         if ev.mean_a <= 0.0 or ev.mean_b <= 0.0:
             return no_signal(self.name, self._t.threshold, "no busy time or tokens recorded",
                              n_a, n_b)

@@ -44,8 +44,8 @@ class KpiGuard(SequentialGuard):
 
     def evaluate(self, look: Look) -> GuardResult:
         a, b = look.matched.kpi(), look.matched.challenger_kpi()
-        n_a, n_b = round(a.n_eff), round(b.n_eff)
-        if not self._ctx.kpi_feedback or a.n_eff <= 0 or b.n_eff <= 0:
+        n_a, n_b = round(a.n), round(b.n)
+        if not self._ctx.kpi_feedback or a.n <= 0 or b.n <= 0:
             return no_signal(self.name, self._t.threshold, "no KPI feedback",
                              look.champion.kpi_n, look.challenger.kpi_n)
         m_a, m_b = a.mean, b.mean
@@ -57,7 +57,7 @@ class KpiGuard(SequentialGuard):
         # factor on m_A such that H0 reads sign * (m_B - f m_A) >= 0
         f = 1.0 - self._sign * self._t.threshold * (1.0 if m_a > 0 else -1.0)
         d = self._sign * (f * m_a - m_b)
-        var = (b.var / b.n_eff + f * f * a.var / a.n_eff) * look.deff.latency
+        var = (b.var / b.n + f * f * a.var / a.n) * look.deff.latency
         log_e = log_e_normal_mixture(d, var, self._t.threshold * abs(m_a))
         state = GuardState.FAIL if self.latch(log_e) else GuardState.PASS
         if state is GuardState.FAIL:

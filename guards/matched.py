@@ -21,18 +21,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from guards.stats import log_e_log_ratio
-from guards.window import ArmWindow, WindowSpec, combine_moment_sums, sketch_quantile_index
+from guards.window import (
+    ArmWindow,
+    Moments,
+    WindowSpec,
+    combine_moment_sums,
+    sketch_quantile_index,
+)
 
 SKETCHES = ("latency", "service", "ttft")
-
-
-@dataclass(frozen=True, slots=True)
-class WeightedMoments:
-    """Mean and variance of a weighted champion quantity, with its effective sample size."""
-
-    n_eff: float
-    mean: float
-    var: float
 
 
 class MatchedChampion:
@@ -127,27 +124,27 @@ class MatchedChampion:
     def input_hist(self) -> tuple[float, ...]:
         return tuple(self._in)
 
-    def moments(self, busy: float, tok_in: float = 0.0, tok_out: float = 0.0) -> WeightedMoments:
+    def moments(self, busy: float, tok_in: float = 0.0, tok_out: float = 0.0) -> Moments:
         """Like `ArmWindow.moments`, for the reweighted champion."""
         wn = self._busy[0]
         if wn <= 0 or not self._m:
-            return WeightedMoments(0.0, 0.0, 0.0)
+            return Moments(0.0, 0.0, 0.0)
         mean, second = combine_moment_sums(self._m, wn, busy, tok_in, tok_out)
-        return WeightedMoments(self.n_eff, mean, max(second - mean * mean, 0.0))
+        return Moments(self.n_eff, mean, max(second - mean * mean, 0.0))
 
-    def kpi(self) -> WeightedMoments:
+    def kpi(self) -> Moments:
         wn, w2n, s, ss = self._kpi
         if wn <= 0:
-            return WeightedMoments(0.0, 0.0, 0.0)
+            return Moments(0.0, 0.0, 0.0)
         mean = s / wn
-        return WeightedMoments(wn * wn / w2n, mean, max(ss / wn - mean * mean, 0.0))
+        return Moments(wn * wn / w2n, mean, max(ss / wn - mean * mean, 0.0))
 
-    def challenger_kpi(self) -> WeightedMoments:
+    def challenger_kpi(self) -> Moments:
         n, s, ss = self._kpi_b
         if n <= 0:
-            return WeightedMoments(0.0, 0.0, 0.0)
+            return Moments(0.0, 0.0, 0.0)
         mean = s / _F / n
-        return WeightedMoments(float(n), mean, max(ss / _F / _F / n - mean * mean, 0.0))
+        return Moments(float(n), mean, max(ss / _F / _F / n - mean * mean, 0.0))
 
     # ---- persistence ---------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -187,7 +184,7 @@ class RatioEvidence:
     mean_a: float
     mean_b: float
     n_a: float  # the matched champion's effective sample size
-    n_b: int
+    n_b: float
     log_e: float
 
 
@@ -201,8 +198,8 @@ def ratio_evidence(matched: MatchedChampion, coef: tuple[float, float, float],
     a = matched.moments(*coef)
     b = matched.challenger.moments(*coef)
     if a.mean <= 0.0 or b.mean <= 0.0:
-        return RatioEvidence(a.mean, b.mean, a.n_eff, b.n, 0.0)
+        return RatioEvidence(a.mean, b.mean, a.n, b.n, 0.0)
     d = max(deff, 1.0)
-    log_e, _ = log_e_log_ratio(a.mean, a.var * d, a.n_eff, b.mean, b.var * d, b.n,
+    log_e, _ = log_e_log_ratio(a.mean, a.var * d, a.n, b.mean, b.var * d, b.n,
                                log_margin, tau)
-    return RatioEvidence(a.mean, b.mean, a.n_eff, b.n, log_e)
+    return RatioEvidence(a.mean, b.mean, a.n, b.n, log_e)

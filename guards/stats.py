@@ -90,6 +90,18 @@ def log_e_bernoulli(k: int, n: int, p0: float) -> float:
     return _LOG_W + _logsumexp(ll)
 
 
+def split_log_ratios(n_a: float, n_b: float, ratios: npt.NDArray[np.float64],
+                     margin: float = 1.0) -> tuple[npt.NDArray[np.float64],
+                                                   npt.NDArray[np.float64]]:
+    """Per alternative rate ratio r: the log likelihood ratio of one event falling on B,
+    and of one falling on A, when a batch's events split between exposures n_A and n_B
+    (pi_r = r n_B / (n_A + r n_B) against pi0 at `margin`). A batch with k_A and k_B events
+    adds k_B * log_b + k_A * log_a."""
+    pi0 = margin * n_b / (n_a + margin * n_b)
+    pi = ratios * n_b / (n_a + ratios * n_b)
+    return np.log(pi / pi0), np.log((1.0 - pi) / (1.0 - pi0))
+
+
 class ConditionalRateTest:
     """Sequential two-sample test of H0: rate_B <= margin * rate_A (see module docstring).
 
@@ -135,10 +147,8 @@ class ConditionalRateTest:
         if n_a > 0 and n_b > 0:
             self._pending = [0, 0, 0, 0]
         if n_a > 0 and n_b > 0 and (k_a or k_b):
-            pi0 = self.margin * n_b / (n_a + self.margin * n_b)
-            pi = self._ratios * n_b / (n_a + self._ratios * n_b)
-            inc = k_b * np.log(pi / pi0) + k_a * np.log((1.0 - pi) / (1.0 - pi0))
-            self._ll += inc / max(deff, 1.0)
+            log_b, log_a = split_log_ratios(n_a, n_b, self._ratios, self.margin)
+            self._ll += (k_b * log_b + k_a * log_a) / max(deff, 1.0)
         log_e = self.log_e
         if log_e >= self._log_threshold:
             self.rejected = True
@@ -196,13 +206,10 @@ class ShapeTest:
             self._pa, self._pb = ga, gb
             return self.log_e
         self._pa = self._pb = None
-        pi0 = n_b / (n_a + n_b)
-        pi = self._ratios * n_b / (n_a + self._ratios * n_b)
-        lb, la = np.log(pi / pi0), np.log((1.0 - pi) / (1.0 - pi0))
-        scale = 1.0 / max(deff, 1.0)
-        for g, (ka, kb) in enumerate(zip(ga, gb, strict=True)):
-            if (ka or kb) and g < len(self._ll):
-                self._ll[g] += (kb * lb + ka * la) * scale
+        log_b, log_a = split_log_ratios(n_a, n_b, self._ratios)
+        g = min(len(ga), len(self._ll))
+        inc = np.outer(gb[:g], log_b) + np.outer(ga[:g], log_a)
+        self._ll[:g] += inc / max(deff, 1.0)
         log_e = self.log_e
         if log_e >= self._log_threshold:
             self.rejected = True

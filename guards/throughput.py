@@ -41,7 +41,7 @@ class ThroughputGuard(SequentialGuard):
     def evaluate(self, look: Look) -> GuardResult:
         ev = ratio_evidence(look.matched, (1.0, 0.0, 0.0), -math.log(self._t.threshold),
                             self._tau, look.deff.latency)
-        n_a, n_b = round(ev.n_a), ev.n_b
+        n_a, n_b = round(ev.n_a), round(ev.n_b)
         if ev.mean_a <= 0.0 or ev.mean_b <= 0.0:
             return no_signal(self.name, self._t.threshold, "no busy time recorded", n_a, n_b)
         ratio = ev.mean_a / ev.mean_b  # throughput_B / throughput_A

@@ -193,9 +193,10 @@ _SECOND = ((_BB, _BI, _BO), (_BI, _II, _IO), (_BO, _IO, _OO))
 
 @dataclass(frozen=True, slots=True)
 class Moments:
-    """Mean and variance of a per-request linear combination of busy seconds and tokens."""
+    """Mean and variance of a per-request linear combination of busy seconds and tokens,
+    over n requests (an effective, possibly fractional, count for a weighted sum)."""
 
-    n: int
+    n: float
     mean: float
     var: float
 
