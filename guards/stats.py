@@ -110,7 +110,8 @@ class ConditionalRateTest:
     is the decision the anytime-valid guarantee is about.
     """
 
-    __slots__ = ("_ll", "_log_threshold", "_pending", "_ratios", "events_a", "events_b",
+    __slots__ = ("_ll", "_log_e", "_log_threshold", "_pending", "_ratios", "events_a",
+                 "events_b",
                  "margin", "rejected")
 
     def __init__(self, alpha: float, margin: float = 1.0) -> None:
@@ -119,6 +120,7 @@ class ConditionalRateTest:
         self.margin = margin
         self._ratios = margin * RATIO_GRID
         self._ll = np.zeros(len(RATIO_GRID))
+        self._log_e = 0.0  # log E, kept current by every change of _ll
         self._log_threshold = log_e_to_threshold(alpha)
         self.rejected = False
         self.events_a = 0
@@ -149,6 +151,7 @@ class ConditionalRateTest:
         if n_a > 0 and n_b > 0 and (k_a or k_b):
             log_b, log_a = split_log_ratios(n_a, n_b, self._ratios, self.margin)
             self._ll += (k_b * log_b + k_a * log_a) / max(deff, 1.0)
+            self._log_e = _LOG_W + _logsumexp(self._ll)
         log_e = self.log_e
         if log_e >= self._log_threshold:
             self.rejected = True
@@ -156,7 +159,7 @@ class ConditionalRateTest:
 
     @property
     def log_e(self) -> float:
-        return _LOG_W + _logsumexp(self._ll)
+        return self._log_e
 
     def state(self) -> dict[str, Any]:
         return {"ll": self._ll.tolist(), "p": list(self._pending), "ea": self.events_a,
@@ -164,6 +167,7 @@ class ConditionalRateTest:
 
     def load(self, d: Mapping[str, Any]) -> None:
         self._ll = np.asarray(d["ll"], dtype=np.float64)
+        self._log_e = _LOG_W + _logsumexp(self._ll)
         self._pending = [int(x) for x in d["p"]]
         self.events_a, self.events_b = int(d["ea"]), int(d["eb"])
         self.rejected = bool(d["r"])
@@ -182,13 +186,14 @@ class ShapeTest:
     conditioning, so a shift of the traffic mix that both arms see cancels.
     """
 
-    __slots__ = ("_ll", "_log_threshold", "_pa", "_pb", "_ratios", "rejected")
+    __slots__ = ("_ll", "_log_e", "_log_threshold", "_pa", "_pb", "_ratios", "rejected")
 
     def __init__(self, alpha: float, n_groups: int) -> None:
         if not 0.0 < alpha < 1.0 or n_groups < 1:
             raise ValueError("ShapeTest needs 0 < alpha < 1 and n_groups >= 1")
         self._ratios = np.concatenate([RATIO_GRID, 1.0 / RATIO_GRID])
         self._ll = np.zeros((n_groups, len(self._ratios)))
+        self._log_e = 0.0  # log E, kept current by every change of _ll
         self._log_threshold = log_e_to_threshold(alpha)
         self._pa: list[float] | None = None
         self._pb: list[float] | None = None
@@ -210,13 +215,17 @@ class ShapeTest:
         g = min(len(ga), len(self._ll))
         inc = np.outer(gb[:g], log_b) + np.outer(ga[:g], log_a)
         self._ll[:g] += inc / max(deff, 1.0)
-        log_e = self.log_e
+        self._log_e = self._compute()
+        log_e = self._log_e
         if log_e >= self._log_threshold:
             self.rejected = True
         return log_e
 
     @property
     def log_e(self) -> float:
+        return self._log_e
+
+    def _compute(self) -> float:
         top = self._ll.max(axis=1)
         per_group = _LOG_W2 + top + np.log(np.exp(self._ll - top[:, None]).sum(axis=1))
         return _logsumexp(per_group) - math.log(len(per_group))
@@ -226,6 +235,7 @@ class ShapeTest:
 
     def load(self, d: Mapping[str, Any]) -> None:
         self._ll = np.asarray(d["ll"], dtype=np.float64)
+        self._log_e = self._compute()
         self._pa, self._pb, self.rejected = d["pa"], d["pb"], bool(d["r"])
 
 
