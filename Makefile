@@ -43,3 +43,9 @@ bench-serving: install
 
 clean:
 	rm -rf $(VENV) .gateway .pytest_cache .mypy_cache .ruff_cache
+
+# The judge simulation's CI-sized run (~10 min on 2 cores: 60 rollouts per A/A variant, three
+# detection checks) as Markdown tables; `make bench` is the full run (~3 h on 2 cores).
+.PHONY: bench-judge-quick
+bench-judge-quick: install
+	$(PY) -m benchmarks.judge_sim --quick --markdown

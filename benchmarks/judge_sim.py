@@ -1,32 +1,36 @@
-"""Judge simulation: false rollbacks (A/A) and detection speed, ours vs two baselines.
+"""Judge simulation: whole rollouts in simulated time, through the real windows, judge and
+rollout state machine. False rollbacks under eight A/A variants, and detection speed.
 
-    python -m benchmarks.judge_sim [--rollouts 2000] [--detect-rollouts 500] [--seed 0]
-                                   [--quick] [--workers 2] [--out PATH]
+    python -m benchmarks.judge_sim [--quick] [--rollouts N] [--detect-rollouts N]
+                                   [--variant NAME ...] [--workers 2] [--seed 0]
+                                   [--out PATH] [--markdown]
 
-Traffic model (per request): latency ~ lognormal(ln 80 ms, sigma 0.8) (heavy right tail),
-0.5% server errors, 1% client errors (never counted against a model), output ~ N(0, 1),
-input ~ N(0, 1), busy time = 0.8 * latency, KPI feedback on 20% of OK requests
-(conversion 10%), hallucination scores on 10% of OK requests (Beta(1, 9)), flat memory
-readings. A 5% canary: every flush of `--flush` requests (default 200) sends exactly 5% to
-the challenger (stratified, so the vectorised baselines see equal sample sizes across
-rollouts). The judge looks once per flush.
+A rollout: the default `gateway.rollout.RolloutPolicy` (5% -> 25% -> 50% of traffic, at
+least 200 / 500 / 1000 challenger requests and 30 / 60 / 60 s per step, then promotion),
+driven by `gateway.rollout.observe` with the real judge's verdict at every look (a held
+verdict stops the step clock; a FAIL rolls back). Requests arrive in simulated time (100-200
+req/s, drawn per rollout) and go through the ingress's rules (`benchmarks.judge_sim_traffic`:
+the challenger's 2 s timeout with failover, the champion censored at the same deadline, only
+OK replies carry data). One ingress replica flushes every 0.25 s, and 0.05 s after a failed
+challenger call; each flush is one look: `judge.observe(champion_delta, challenger_delta,
+resources)` on the replica's `ArmWindow.take_delta()` (failure runs carry over), with the
+memory readings the supervisor builds (`benchmarks.judge_sim_memory`).
 
-Judges, all fed the same streams:
-- ours: the real `guards.verdict.Judge` with the default triggers (every DESIGN.md
-  trigger; prices, error SLO, latency SLO and input reference configured so that all but
-  the memory guard run statistical tests), fed through real `ArmWindow`s.
-- flagger: fixed thresholds checked every analysis interval (5 flushes = 50 challenger
-  requests) on that interval's challenger data: error rate > 1% or p95 > 1.5x the
-  champion's true p95; rollback after `threshold` = 5 failed checks (Flagger's example).
-- kayenta: Mann-Whitney U (scipy.stats.mannwhitneyu) re-run every analysis interval on the
-  cumulative challenger samples vs an equal-size champion ("baseline") sample, for latency
-  (greater), errors (greater) and output (two-sided), at 98% confidence; any failing
-  metric fails the canary (score < 75%).
+The judge: `guards.verdict.make_judge(None, context)` (the default triggers) with a latency
+SLO (0.6 s), an error SLO (99%), a price per replica-second and an input reference, KPI
+feedback and hallucination scores recorded, so every guard runs.
 
-Scenarios: A/A (challenger identical, `--requests` per rollout), and four regressions from
-the first challenger request, run until detected or `--detect-requests`: 100% server errors;
-error rate 0.5% -> 3%; latency x1.5 (p95 +50%); output mean shift 0.6 sd (PSI ~0.3).
-Detection counts challenger requests seen at the look that rolled back.
+A/A variants (challenger = champion): base (i.i.d.); stall (2-6 s during which both arms'
+latencies exceed 2.5 s); load (both arms x2-x3 slower for 20-60 s); bursty_batched (on/off
+Poisson-gamma arrivals, model-server batches sharing one latency draw); sticky (2,000-20,000
+keys, Zipf shares, per-key latency and error differences, routed by
+`gateway.routing.sticky_bucket`); mix_shift (both arms' output, input, KPI and latency shift
+mid-rollout); vllm_memory (both arms at the engine's 0.9 preallocation); restart (the
+supervisor restarts mid-rollout: judge state through JSON, 1-5 s of looks lost).
+
+Detection scenarios (regression from the challenger's first request, until rollback or
+promotion): total failure, error rate x5, p95 +40%, a service-time tail under a dominant
+shared host delay, output shift 0.6 sd, throughput -40%, a 0.5 MiB-per-request memory leak.
 """
 
 from __future__ import annotations
@@ -37,298 +41,582 @@ import math
 import multiprocessing
 import sys
 import time
-import warnings
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
+from scipy.stats import beta, binom
 
-from guards.context import ArmResources, JudgeContext, ResourceReadings
+from benchmarks.judge_sim_baselines import Baselines
+from benchmarks.judge_sim_memory import GiB, Memory, MiB
+from benchmarks.judge_sim_traffic import (
+    ARM,
+    ARR,
+    BASE,
+    BUSY,
+    CHALLENGER,
+    FLUSH_S,
+    HOST_DOMINATED,
+    IV,
+    KB,
+    KPI,
+    LAT,
+    NCOLS,
+    OUT,
+    OV,
+    REC,
+    SCORE,
+    URGENT_S,
+    Effects,
+    Keys,
+    Profile,
+    Regression,
+    Traffic,
+)
+from gateway import rollout as ro
+from guards.context import JudgeContext
 from guards.drift import grouped_psi
 from guards.results import GuardState
-from guards.verdict import make_judge
+from guards.verdict import Judge, Verdict, make_judge
 from guards.window import DEFAULT_SPEC, ArmWindow, Outcome
+from model_registry.refs import ModelRef
 
-Array = npt.NDArray[np.float64]
-
-LAT_MU, LAT_SIGMA = math.log(0.080), 0.8
-BASE_ERR, CLIENT_ERR = 0.005, 0.01
-TRUE_P95 = math.exp(LAT_MU + 1.6448536269514722 * LAT_SIGMA)
+POLICY = ro.RolloutPolicy()
+IDENTITY = Regression()
+HORIZON_S = 1200.0  # a rollout still running then is reported as "running"
+CHAMPION_REF = ModelRef("sim", "1", "sim://champion")
+CHALLENGER_REF = ModelRef("sim", "2", "sim://challenger")
+SYNTHETIC_PASS = Verdict(GuardState.PASS, None, None, ("ours already decided",), (), False)
+LATENCY_SLO_S = 0.6
+# Guards whose `statistic` is a log e-value (near-miss diagnostic).
+E_GUARDS = ("error_rate", "latency_p95", "kpi", "hallucination_rate", "output_drift",
+            "input_drift", "throughput", "cost", "error_budget_burn")
+NEAR_MISS = 10.0  # an e-value within this factor of the rejection threshold
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    err: float = BASE_ERR  # challenger server-error rate
-    lat_scale: float = 1.0  # challenger latency multiplier
-    out_shift: float = 0.0  # challenger output mean shift (sd units)
+    kind: str  # aa | detect
+    description: str
+    profile: Profile = BASE
+    regression: Regression = IDENTITY
+    stall: bool = False
+    load: bool = False
+    bursty: bool = False
+    batched: bool = False
+    sticky: bool = False
+    shift: bool = False
+    memory: str = "torch"
+    restart: bool = False
+    baselines: bool = False
 
 
-SCENARIOS = {
-    "aa": Scenario("aa"),
-    "server_errors_100pct": Scenario("server_errors_100pct", err=1.0),
-    "error_rate_0.5_to_3pct": Scenario("error_rate_0.5_to_3pct", err=0.03),
-    "latency_p95_plus_50pct": Scenario("latency_p95_plus_50pct", lat_scale=1.5),
-    "output_psi_0.3": Scenario("output_psi_0.3", out_shift=0.6),
-}
-TARGETS = {
-    "aa_false_rollback_rate": 0.01,
-    "server_errors_100pct": 20,
-    "error_rate_0.5_to_3pct": 1500,
-    "latency_p95_plus_50pct": 1500,
-    "output_psi_0.3": 1500,
+_AA = [
+    Scenario("base", "aa", "i.i.d. traffic, Poisson arrivals", baselines=True),
+    Scenario("stall", "aa", "a shared stall of 2-6 s (random start): both arms' latencies "
+             "exceed 2.5 s, so both time out at the 2 s deadline", stall=True),
+    Scenario("load", "aa", "shared load: both arms x2-x3 slower for 20-60 s (random start), "
+             "partly beyond the 0.6 s SLO", load=True),
+    Scenario("bursty_batched", "aa", "on/off bursts (x1.7 / x0.3, mean 3 s) times gamma noise; "
+             "model-server batches of 1 + Poisson(2.5) (<= 8) requests share one latency draw",
+             bursty=True, batched=True),
+    Scenario("sticky", "aa", "every request keyed: 2,000-20,000 keys, Zipf shares (exponent "
+             "0.9-1.1), per-key latency x lognormal(sigma 0.3-0.5) and error rate x Gamma(2, "
+             "0.5); keys routed by sticky_bucket", sticky=True),
+    Scenario("mix_shift", "aa", "at a random time both arms' traffic mix shifts: output and "
+             "input mean +0.5 sd and sd x1.2, latency x1.5, KPI conversion x0.8", shift=True),
+    Scenario("vllm_memory", "aa", "vLLM-like memory: both arms at the engine's preallocation "
+             "(reserved 0.9 of a 16-80 GiB device) with jitter, KV-cache usage following each "
+             "arm's traffic share", memory="vllm"),
+    Scenario("restart", "aa", "the supervisor restarts at a random time: judge state through "
+             "json.dumps/loads into a new judge, the looks since the last persist (5 s) and "
+             "during 1-5 s of downtime lost", restart=True),
+]
+_DETECT = [
+    Scenario("total_failure", "detect", "100% server errors (failing fast, 5 ms)",
+             regression=Regression(server_error=1.0, error_latency_s=0.005), baselines=True),
+    Scenario("error_rate_x5", "detect", "server errors 0.5% -> 2.5%",
+             regression=Regression(server_error=0.025), baselines=True),
+    Scenario("latency_p95_plus_40pct", "detect", "end-to-end latency x1.4 (p95 +40%)",
+             regression=Regression(latency_scale=1.4), baselines=True),
+    Scenario("service_time_tail", "detect", "3% of calls' service time x6 (end-to-end latency "
+             "dominated by a host delay, median 150 ms, shared by both arms; service median 20 "
+             "ms)", profile=HOST_DOMINATED,
+             regression=Regression(tail_share=0.03, tail_factor=6.0), baselines=True),
+    Scenario("output_shift_0.6sd", "detect", "output mean +0.6 sd",
+             regression=Regression(output_shift=0.6), baselines=True),
+    Scenario("throughput_minus_40pct", "detect", "busy time per request x1/0.6 (throughput "
+             "per busy replica-second -40%), same latency",
+             regression=Regression(busy_scale=1 / 0.6)),
+    Scenario("memory_leak", "detect", "0.5 MiB per request served by the challenger (torch: "
+             "no preallocation, 16-80 GiB device, ~0.4 used)",
+             regression=Regression(leak_bytes_per_request=0.5 * MiB)),
+]
+# Diagnostics, run only when named with --variant: bursty_batched's two halves.
+_EXTRA = [
+    Scenario("bursty_only", "aa", "bursty_batched's on/off Poisson-gamma arrivals alone",
+             bursty=True),
+    Scenario("batched_only", "aa", "bursty_batched's model-server batches alone (Poisson "
+             "arrivals)", batched=True),
+]
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (*_AA, *_DETECT, *_EXTRA)}
+AA_NAMES = tuple(s.name for s in _AA)
+DETECT_NAMES = tuple(s.name for s in _DETECT)
+
+TARGETS: dict[str, Any] = {
+    "aa_false_rollback_ub95": 0.01,  # every A/A variant: one-sided exact 95% upper bound
+    "total_failure_median": 10,
+    "error_rate_x5_p95": 1500,
+    "latency_p95_plus_40pct_median": 500,
+    "service_time_tail_caught_share": 0.95,
 }
 
 
 @dataclass(frozen=True)
 class SimConfig:
-    rollouts: int = 2000
-    detect_rollouts: int = 500
-    requests: int = 20_000
-    detect_requests: int = 60_000
-    flush: int = 200
-    canary: float = 0.05
+    aa_rollouts: dict[str, int] = field(default_factory=lambda: {
+        n: (2000 if n == "base" else 1000) for n in AA_NAMES})
+    detect_rollouts: dict[str, int] = field(default_factory=lambda: {
+        n: 300 for n in DETECT_NAMES})
     seed: int = 0
     workers: int = 2
-    baseline_interval: int = 5  # flushes per Flagger/Kayenta analysis
-    flagger_threshold: int = 5
-    kayenta_confidence: float = 0.98
-    latency_slo_s: float = 0.6
+    chunk: int = 10  # rollouts per task sent to a worker
+    raw_dir: str | None = None  # per-rollout rows: written there, and reused when complete
+
+    def count(self, name: str) -> int:
+        return (self.aa_rollouts if SCENARIOS[name].kind == "aa"
+                else self.detect_rollouts).get(name, 0)
 
     @property
-    def per_flush(self) -> tuple[int, int]:
-        b = round(self.flush * self.canary)
-        return self.flush - b, b
+    def names(self) -> list[str]:
+        """What to run, the (fast) detection scenarios first."""
+        order = sorted(SCENARIOS, key=lambda n: SCENARIOS[n].kind != "detect")
+        return [n for n in order if self.count(n) > 0]
 
 
-QUICK = SimConfig(rollouts=100, detect_rollouts=40, requests=10_000, detect_requests=30_000)
+# The quick run (CI): every A/A variant, and the detection checks the test asserts.
+QUICK_AA = 60
+QUICK = SimConfig(aa_rollouts={n: QUICK_AA for n in AA_NAMES},
+                  detect_rollouts={"total_failure": 20, "service_time_tail": 20,
+                                   "memory_leak": 10})
 
 
-# ---- traffic ---------------------------------------------------------------------------
-@dataclass
-class Batch:
-    latency: Array
-    outcome: npt.NDArray[np.int64]
-    output: Array
-    input: Array
-    kpi_mask: npt.NDArray[np.bool_]
-    kpi: Array
-    score_mask: npt.NDArray[np.bool_]
-    score: Array
-
-
-def gen_batch(rng: np.random.Generator, shape: tuple[int, int], err: float, lat_scale: float,
-              out_shift: float) -> Batch:
-    lat = rng.lognormal(LAT_MU, LAT_SIGMA, shape) * lat_scale
-    u = rng.random(shape)
-    outcome = np.where(u < err, Outcome.SERVER_ERROR, Outcome.OK)
-    outcome = np.where((u >= err) & (u < err + CLIENT_ERR), Outcome.CLIENT_ERROR, outcome)
-    ok = outcome == Outcome.OK
-    return Batch(
-        latency=lat,
-        outcome=outcome.astype(np.int64),
-        output=rng.normal(out_shift, 1.0, shape),
-        input=rng.normal(0.0, 1.0, shape),
-        kpi_mask=ok & (rng.random(shape) < 0.2),
-        kpi=(rng.random(shape) < 0.1).astype(np.float64),
-        score_mask=ok & (rng.random(shape) < 0.1),
-        score=rng.beta(1.0, 9.0, shape),
-    )
-
-
-def _record(w: ArmWindow, b: Batch, r: int) -> None:
-    w.record_batch(b.latency[r], b.outcome[r], output_value=b.output[r],
-                   input_value=b.input[r], busy_s=0.8 * b.latency[r])
-    w.record_kpi_batch(b.kpi[r][b.kpi_mask[r]])
-    w.record_hallucination_batch(b.score[r][b.score_mask[r]])
-
-
-def input_reference(seed: int) -> tuple[int, ...]:
+# ---- the judge's context ------------------------------------------------------------------
+def input_reference(seed: int = 0) -> tuple[int, ...]:
     x = np.random.default_rng(seed + 7919).normal(0.0, 1.0, 200_000)
     idx = np.searchsorted(np.asarray(DEFAULT_SPEC.input_edges), x, side="right")
     return tuple(np.bincount(idx, minlength=len(DEFAULT_SPEC.input_edges) + 1).tolist())
 
 
-def judge_context(cfg: SimConfig) -> JudgeContext:
-    return JudgeContext(
-        alpha=0.01,
-        latency_slo_s=cfg.latency_slo_s,
-        error_slo_target=0.99,
-        price_per_replica_second=0.0004,
-        input_reference=input_reference(cfg.seed),
-    )
+def judge_context(seed: int = 0) -> JudgeContext:
+    return JudgeContext(alpha=0.01, latency_slo_s=LATENCY_SLO_S, error_slo_target=0.99,
+                        price_per_replica_second=0.0004, input_reference=input_reference(seed))
 
 
-def _memory() -> ResourceReadings:
-    rng = np.random.default_rng(1)
-    total = 16 * 2**30
-    hist = tuple(int(0.4 * total + x) for x in rng.normal(0, 2**20, 30))
-    arm = ArmResources(hist[-1], total, hist)
-    return ResourceReadings(champion=arm, challenger=arm)
+def true_p95(profile: Profile, n: int = 1_000_000) -> float:
+    rng = np.random.default_rng(12345)
+    host = profile.host_median_s * np.exp(profile.host_sigma * rng.standard_normal(n))
+    svc = profile.service_median_s * np.exp(profile.service_sigma * rng.standard_normal(n))
+    return float(np.percentile(host + svc, 95))
 
 
-# ---- baselines (vectorised over rollouts) -----------------------------------------------
-class Flagger:
-    def __init__(self, cfg: SimConfig, n: int) -> None:
-        self.cfg = cfg
-        self.failed = np.zeros(n, dtype=np.int64)
-        self.lat: list[Array] = []
-        self.err: list[Array] = []
-
-    def step(self, b: Batch) -> npt.NDArray[np.bool_]:
-        judged = b.outcome != Outcome.CLIENT_ERROR
-        self.err.append(np.where(judged, b.outcome >= Outcome.SERVER_ERROR, np.nan))
-        self.lat.append(np.where(b.outcome == Outcome.OK, b.latency, np.nan))
-        if len(self.lat) < self.cfg.baseline_interval:
-            return self.failed >= self.cfg.flagger_threshold
-        err = np.concatenate(self.err, axis=1)
-        lat = np.concatenate(self.lat, axis=1)
-        self.lat, self.err = [], []
-        with np.errstate(all="ignore"), _quiet():
-            rate = np.nanmean(err, axis=1)
-            p95 = np.nanpercentile(lat, 95, axis=1)
-        bad = (np.nan_to_num(rate) > 0.01) | (np.nan_to_num(p95) > 1.5 * TRUE_P95)
-        self.failed += bad
-        return self.failed >= self.cfg.flagger_threshold
+# ---- one rollout ------------------------------------------------------------------------
+@dataclass
+class RolloutResult:
+    end: str  # promoted | rolled_back | paused | running
+    t_end: float
+    challenger_requests: int  # at the end (the rollback look for rolled_back)
+    step: int
+    looks: int
+    held: bool
+    held_s: float
+    fired: list[str]
+    reasons: list[str]
+    catastrophic: bool
+    max_log_e: dict[str, float]
+    baselines: dict[str, int | None] | None
+    params: dict[str, Any]
+    trace: list[dict[str, Any]] | None = None
+    hold_reason: str | None = None  # the first held verdict's
+    hold_at: float | None = None
 
 
-class Kayenta:
-    def __init__(self, cfg: SimConfig, n: int) -> None:
-        self.cfg = cfg
-        self.n = n
-        self.looks = 0
-        self.a: dict[str, list[Array]] = {"lat": [], "err": [], "out": []}
-        self.b: dict[str, list[Array]] = {"lat": [], "err": [], "out": []}
-        self.failed = np.zeros(n, dtype=bool)
-
-    def step(self, a: Batch, b: Batch) -> npt.NDArray[np.bool_]:
-        from scipy.stats import mannwhitneyu
-
-        k = b.latency.shape[1]
-        for store, x in ((self.a, a), (self.b, b)):
-            ok = x.outcome[:, :k] != Outcome.CLIENT_ERROR
-            store["lat"].append(np.where(ok, x.latency[:, :k], np.nan))
-            store["err"].append((x.outcome[:, :k] >= Outcome.SERVER_ERROR).astype(float))
-            store["out"].append(x.output[:, :k])
-        self.looks += 1
-        if self.looks % self.cfg.baseline_interval:
-            return self.failed
-        alpha = 1.0 - self.cfg.kayenta_confidence
-        for metric, alt in (("lat", "greater"), ("err", "greater"), ("out", "two-sided")):
-            xa = np.concatenate(self.a[metric], axis=1)
-            xb = np.concatenate(self.b[metric], axis=1)
-            if metric == "lat":  # failed requests have no latency: use the arm's median
-                xa = np.where(np.isnan(xa), np.nanmedian(xa, axis=1, keepdims=True), xa)
-                xb = np.where(np.isnan(xb), np.nanmedian(xb, axis=1, keepdims=True), xb)
-            with np.errstate(all="ignore"), _quiet():
-                p = mannwhitneyu(xb, xa, alternative=alt, axis=1, method="asymptotic").pvalue
-            # two-sided p at 98% confidence; a one-sided "bad direction" p is half of it
-            limit = alpha / 2 if alt == "greater" else alpha
-            self.failed |= np.nan_to_num(p, nan=1.0) < limit
-        return self.failed
+def _effects(scen: Scenario, rng: np.random.Generator, seed: int) -> tuple[Effects, dict[str, Any]]:
+    rate = float(rng.uniform(100.0, 200.0))
+    params: dict[str, Any] = {"rate": round(rate, 1)}
+    fx = Effects(rate=rate, bursty=scen.bursty, batched=scen.batched)
+    if scen.stall:
+        s0 = float(rng.uniform(5.0, 170.0))
+        fx = replace(fx, stall=(s0, s0 + float(rng.uniform(2.0, 6.0))))
+        params["stall"] = [round(x, 2) for x in fx.stall or ()]
+    if scen.load:
+        s0 = float(rng.uniform(0.0, 160.0))
+        fx = replace(fx, load=(s0, s0 + float(rng.uniform(20.0, 60.0)),
+                               float(rng.uniform(2.0, 3.0))))
+        params["load"] = [round(x, 2) for x in fx.load or ()]
+    if scen.shift:
+        fx = replace(fx, shift_at=float(rng.uniform(20.0, 170.0)))
+        params["shift_at"] = round(fx.shift_at or 0.0, 2)
+    if scen.sticky:
+        keys = Keys.draw(rng, f"k{seed}")
+        fx = replace(fx, keys=keys)
+        params["keys"] = {"n": int(keys.cdf.size), "exponent": round(keys.exponent, 3),
+                          "sigma": round(keys.sigma, 3)}
+    return fx, params
 
 
-def _quiet() -> warnings.catch_warnings[None]:
-    # all-NaN slices (a rollout with no data in an interval) are expected here
-    return warnings.catch_warnings(action="ignore")
-
-
-# ---- one chunk of rollouts (runs in a worker) ------------------------------------------
-def run_chunk(args: tuple[SimConfig, str, int, int]) -> dict[str, Any]:
-    cfg, scen_name, n, seed = args
-    scen = SCENARIOS[scen_name]
-    is_aa = scen_name == "aa"
+def simulate(scen: Scenario, seed: int, ctx: JudgeContext, p95: float,
+             trace: bool = False) -> RolloutResult:
+    """One rollout of `scen` with its own random stream `seed`."""
     rng = np.random.default_rng(seed)
-    ctx = judge_context(cfg)
-    n_a, n_b = cfg.per_flush
-    looks = (cfg.requests if is_aa else cfg.detect_requests) // cfg.flush
-    champs = [ArmWindow() for _ in range(n)]
-    chals = [ArmWindow() for _ in range(n)]
-    judges = [make_judge(None, ctx) for _ in range(n)]
-    memory = _memory()
-    flagger, kayenta = Flagger(cfg, n), Kayenta(cfg, n)
-    inf = math.inf
-    det = {"ours": np.full(n, inf), "flagger": np.full(n, inf), "kayenta": np.full(n, inf)}
-    fired: Counter[str] = Counter()
-    catastrophic = 0
-    active = list(range(n))
-    for look in range(1, looks + 1):
-        a = gen_batch(rng, (n, n_a), BASE_ERR, 1.0, 0.0)
-        b = gen_batch(rng, (n, n_b), scen.err, scen.lat_scale, scen.out_shift)
-        seen = look * n_b
-        still = []
-        for r in active:
-            _record(champs[r], a, r)
-            _record(chals[r], b, r)
-            v = judges[r].evaluate(champs[r], chals[r], memory)
-            if v.state is GuardState.FAIL:
-                det["ours"][r] = seen
-                catastrophic += v.catastrophic
-                for res in v.results:
-                    if res.state is GuardState.FAIL:
-                        fired[res.guard] += 1
-            else:
-                still.append(r)
-        active = still
-        for name, fails in (("flagger", flagger.step(b)), ("kayenta", kayenta.step(a, b))):
-            newly = fails & np.isinf(det[name])
-            det[name][newly] = seen
-        if not is_aa and not active and all(np.isfinite(d).all() for d in det.values()):
+    fx, params = _effects(scen, rng, seed)
+    traffic = Traffic(rng, scen.profile, fx, scen.regression, HORIZON_S)
+    total = int(rng.uniform(16.0, 80.0) * GiB)
+    memory = Memory(rng, scen.memory, total, fx.rate, scen.regression.leak_bytes_per_request)
+    params["device_gib"] = round(total / GiB, 1)
+    crash = restart_at = persist_at = None
+    if scen.restart:
+        crash = float(rng.uniform(20.0, 170.0))
+        restart_at = crash + float(rng.uniform(1.0, 5.0))
+        persist_at = 5.0 * math.floor(crash / 5.0)
+        params["restart"] = [persist_at, round(crash, 2), round(restart_at, 2)]
+    judge: Judge = make_judge(None, ctx)
+    saved: str | None = None
+    state = ro.start(ro.initial_state(CHAMPION_REF), CHALLENGER_REF, "sim", 0.0).state
+    state = ro.loaded(state, POLICY, 0.0).state
+    base = Baselines(p95) if scen.baselines else None
+    replica = (ArmWindow(), ArmWindow())
+    pending = np.empty((0, NCOLS))
+    served = [0, 0]
+    t, looks, chal_requests = 0.0, 0, 0
+    ours: RolloutResult | None = None
+    held, held_s, last_t = False, 0.0, 0.0
+    hold_reason: str | None = None
+    hold_at: float | None = None
+    max_e: dict[str, float] = {}
+    steps: list[dict[str, Any]] | None = [] if trace else None
+    while t < HORIZON_S:
+        weight = POLICY.steps[state.step].weight
+        new = traffic.slice(t, t + FLUSH_S, weight)
+        pool = np.concatenate((pending, new)) if pending.size else new
+        nxt = t + FLUSH_S
+        fail_b = (pool[:, ARM] == CHALLENGER) & (pool[:, OUT] >= Outcome.SERVER_ERROR)
+        if fail_b.any():
+            nxt = min(nxt, float(pool[fail_b, REC].min()) + URGENT_S)
+            if nxt < t + FLUSH_S:  # later arrivals follow the table of the next look
+                pool = pool[pool[:, ARR] <= nxt]
+                new = new[new[:, ARR] <= nxt]
+        b_new = int((new[:, ARM] == CHALLENGER).sum())
+        served[1] += b_new
+        served[0] += new.shape[0] - b_new
+        due = pool[:, REC] <= nxt
+        rows, pending = pool[due], pool[~due]
+        rows = rows[np.argsort(rows[:, REC], kind="stable")]
+        _record(replica, rows)
+        d_a, d_b = replica[0].take_delta(), replica[1].take_delta()
+        t = nxt
+        if base is not None:
+            base.add(rows)
+        if crash is not None and restart_at is not None:
+            if saved is None and persist_at is not None and t >= persist_at:
+                saved = json.dumps(judge.state())
+            if t >= crash and t < restart_at:
+                continue  # the supervisor is down: this flush is lost
+            if t >= restart_at:
+                judge = make_judge(None, ctx)
+                judge.load(json.loads(saved or "{}"))
+                memory.forget_counts()
+                crash = restart_at = None
+        chal_requests += d_b.n_requests
+        if ours is None:
+            known = (judge.champion.n_requests + d_a.n_requests,
+                     judge.challenger.n_requests + d_b.n_requests)
+            res = memory.update(t, (served[0], served[1]), known)
+            verdict = judge.observe(d_a, d_b, res)
+            looks += 1
+            for r in verdict.results:
+                if r.statistic is not None and r.guard in E_GUARDS and \
+                        r.statistic > max_e.get(r.guard, -math.inf):
+                    max_e[r.guard] = float(r.statistic)
+            if verdict.hold and not held:
+                held, hold_reason, hold_at = True, "; ".join(verdict.reasons), t
+            requests = judge.challenger.n_requests
+        else:
+            verdict, requests = SYNTHETIC_PASS, chal_requests
+        if state.held_since is not None:
+            held_s += t - last_t
+        last_t = t
+        tr = ro.observe(state, POLICY, verdict, requests, t)
+        if steps is not None and ours is None:
+            steps.append(_trace_row(t, state, verdict, d_a, d_b))
+        if base is not None:
+            base.step(t, chal_requests)
+        if ours is None and tr.state.phase is ro.Phase.ROLLED_BACK:
+            fired = [r.guard for r in verdict.results if r.state is GuardState.FAIL]
+            ours = RolloutResult("rolled_back", t, requests, state.step, looks, held, held_s,
+                                 fired, list(verdict.reasons), verdict.catastrophic, max_e,
+                                 None, params, steps, hold_reason, hold_at)
+            if base is None or base.done:
+                break
+            continue  # the baselines go on with the same traffic; ours has decided
+        state = tr.state
+        if state.phase is not ro.Phase.CANARY or (ours is not None and base is not None
+                                                  and base.done):
             break
-    return {"det": {k: v.tolist() for k, v in det.items()}, "fired": dict(fired),
-            "catastrophic": catastrophic}
+    if ours is None:
+        end = {ro.Phase.PROMOTED: "promoted", ro.Phase.PAUSED: "paused"}.get(state.phase,
+                                                                          "running")
+        ours = RolloutResult(end, t, judge.challenger.n_requests, state.step, looks, held,
+                             held_s, [], [], False, max_e, None, params, steps, hold_reason,
+                             hold_at)
+    if base is not None:
+        ours.baselines = {"flagger": base.flagger, "kayenta": base.kayenta}
+    return ours
 
 
-# ---- orchestration ---------------------------------------------------------------------
-def _chunks(total: int, parts: int) -> list[int]:
-    base, extra = divmod(total, parts)
-    return [base + (i < extra) for i in range(parts) if base + (i < extra) > 0]
+def _record(replica: tuple[ArmWindow, ArmWindow], rows: np.ndarray) -> None:
+    for arm, window in enumerate(replica):
+        r = rows[rows[:, ARM] == arm]
+        if r.shape[0] == 0:
+            continue
+        kb = r[:, KB].astype(np.int64)
+        window.record_batch(r[:, LAT], r[:, OUT].astype(np.int64), output_value=r[:, OV],
+                            input_value=r[:, IV], busy_s=r[:, BUSY],
+                            key_bucket=kb if kb[0] >= 0 else None)
+        kpi = r[:, KPI][~np.isnan(r[:, KPI])]
+        if kpi.size:
+            window.record_kpi_batch(kpi)
+        score = r[:, SCORE][~np.isnan(r[:, SCORE])]
+        if score.size:
+            window.record_hallucination_batch(score)
 
 
-def run_scenario(cfg: SimConfig, name: str, pool_map: Callable[..., Any]) -> dict[str, Any]:
-    total = cfg.rollouts if name == "aa" else cfg.detect_rollouts
-    sizes = _chunks(total, max(cfg.workers * 2, 1))
-    seeds = np.random.SeedSequence([cfg.seed, list(SCENARIOS).index(name)]).spawn(len(sizes))
-    jobs = [(cfg, name, s, int(sd.generate_state(1)[0])) for s, sd in zip(sizes, seeds,
-                                                                        strict=True)]
-    parts = list(pool_map(run_chunk, jobs))
-    det = {k: np.concatenate([np.asarray(p["det"][k]) for p in parts]) for k in parts[0]["det"]}
-    fired: Counter[str] = Counter()
-    for p in parts:
-        fired.update(p["fired"])
-    catastrophic = sum(p["catastrophic"] for p in parts)
-    if name == "aa":
-        out: dict[str, Any] = {"rollouts": total, "requests_per_rollout": cfg.requests}
-        for k, d in det.items():
-            n_false = int(np.isfinite(d).sum())
-            out[k] = {"false_rollbacks": n_false, "false_rollback_rate": n_false / total}
-        out["ours"]["fired_guards"] = dict(fired)
-        return out
-    out = {"rollouts": total, "max_challenger_requests": cfg.detect_requests * cfg.canary}
-    for k, d in det.items():
-        out[k] = _detection_summary(d)
-    out["ours"]["fired_guards"] = dict(fired)
-    out["ours"]["catastrophic_fast_path"] = catastrophic
+def _trace_row(t: float, state: ro.RolloutState, v: Verdict, d_a: ArmWindow,
+               d_b: ArmWindow) -> dict[str, Any]:
+    return {"t": round(t, 3), "step": state.step, "held": state.held_since is not None,
+            "n_a": d_a.n_requests, "n_b": d_b.n_requests, "err_a": d_a.n_errors,
+            "err_b": d_b.n_errors, "state": v.state.value, "hold": v.hold,
+            "reasons": list(v.reasons) if v.state is not GuardState.PASS else []}
+
+
+# ---- many rollouts ------------------------------------------------------------------------
+def rollout_seed(seed: int, name: str, index: int) -> int:
+    ss = np.random.SeedSequence([seed, list(SCENARIOS).index(name), index])
+    return int(ss.generate_state(1)[0])
+
+
+_P95: dict[str, float] = {}
+_CTX: dict[int, JudgeContext] = {}
+
+
+def _job(args: tuple[str, int, list[int]]) -> list[dict[str, Any]]:
+    name, seed, indices = args
+    scen = SCENARIOS[name]
+    ctx = _CTX.setdefault(seed, judge_context(seed))
+    key = scen.profile.describe()
+    if key not in _P95:
+        _P95[key] = true_p95(scen.profile)
+    out = []
+    for i in indices:
+        r = simulate(scen, rollout_seed(seed, name, i), ctx, _P95[key])
+        d = asdict(r)
+        d["index"] = i
+        d.pop("trace")
+        out.append(d)
     return out
 
 
-def _detection_summary(d: npt.NDArray[np.float64]) -> dict[str, Any]:
-    detected = np.isfinite(d)
-    # order statistics, no interpolation (undetected rollouts count as +inf)
-    med = float(np.quantile(d, 0.5, method="inverted_cdf"))
-    return {
-        "median_challenger_requests": _finite(med),
-        "p90_challenger_requests": _finite(float(np.quantile(d, 0.9, method="inverted_cdf"))),
-        "detected_share": float(detected.mean()),
+def run_scenario(cfg: SimConfig, name: str,
+                 pool_map: Callable[..., Iterable[list[dict[str, Any]]]]) -> dict[str, Any]:
+    n = cfg.count(name)
+    raw = Path(cfg.raw_dir) / f"{name}.seed{cfg.seed}.n{n}.jsonl" if cfg.raw_dir else None
+    if raw is not None and raw.exists():
+        lines = raw.read_text().splitlines()
+        elapsed = float(json.loads(lines[0])["elapsed_s"])
+        rows = [json.loads(x) for x in lines[1:]]
+    else:
+        chunk = max(1, min(cfg.chunk, n // (4 * max(cfg.workers, 1))))
+        jobs = [(name, cfg.seed, list(range(i, min(i + chunk, n))))
+                for i in range(0, n, chunk)]
+        t0 = time.perf_counter()
+        rows = sorted((r for part in pool_map(_job, jobs) for r in part),
+                      key=lambda r: r["index"])
+        elapsed = time.perf_counter() - t0
+        if raw is not None:
+            raw.parent.mkdir(parents=True, exist_ok=True)
+            raw.write_text("\n".join([json.dumps({"elapsed_s": elapsed}),
+                                      *(json.dumps(r) for r in rows)]) + "\n")
+    scen = SCENARIOS[name]
+    out = summarize_aa(rows) if scen.kind == "aa" else summarize_detection(rows)
+    out["description"] = scen.description
+    out["elapsed_s"] = round(elapsed, 1)
+    return out
+
+
+def cp_upper(k: int, n: int, level: float = 0.95) -> float:
+    """Exact (Clopper-Pearson) one-sided upper confidence bound of a binomial rate."""
+    if n <= 0:
+        return 1.0
+    return 1.0 if k >= n else float(beta.ppf(level, k + 1, n - k))
+
+
+def summarize_aa(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    n = len(rows)
+    rb = [r for r in rows if r["end"] == "rolled_back"]
+    k = len(rb)
+    fired: Counter[str] = Counter()
+    for r in rb:
+        fired.update(set(r["fired"]) | ({"catastrophic"} if r["catastrophic"] else set()))
+    held = [r for r in rows if r["held"]]
+    promoted = [r for r in rows if r["end"] == "promoted"]
+    durations = [r["t_end"] for r in promoted]
+    near: Counter[str] = Counter()
+    any_near = 0
+    thr = math.log(1.0 / _alpha_per_test())
+    for r in rows:
+        close = [g for g, e in r["max_log_e"].items() if e >= thr - math.log(NEAR_MISS)]
+        near.update(close)
+        any_near += bool(close)
+    out: dict[str, Any] = {
+        "rollouts": n,
+        "false_rollbacks": k,
+        "false_rollback_rate": k / n if n else 0.0,
+        "false_rollback_ub95": cp_upper(k, n),
+        "fired_guards": dict(fired),
+        "promoted": len(promoted),
+        "paused_or_running": n - len(promoted) - k,
+        "held": len(held),
+        "held_and_promoted": sum(r["end"] == "promoted" for r in held),
+        "held_s_median": _q([r["held_s"] for r in held], 0.5),
+        "rollout_s_median": _q(durations, 0.5),
+        "rollout_s_p95": _q(durations, 0.95),
+        "near_miss_share": any_near / n if n else 0.0,
+        "near_miss_guards": dict(near),
+        "false_rollback_examples": [_example(r) for r in rb[:8]],
+        "held_examples": [{"index": r["index"], "at": r["hold_at"], "held_s": round(r["held_s"], 2),
+                           "end": r["end"], "reason": r["hold_reason"]} for r in held[:4]],
     }
+    if rows and rows[0]["baselines"] is not None:
+        for b in ("flagger", "kayenta"):
+            kb = sum(r["baselines"][b] is not None for r in rows)
+            out[b] = {"false_rollbacks": kb, "false_rollback_rate": kb / n,
+                      "false_rollback_ub95": cp_upper(kb, n)}
+    return out
 
 
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
+def _example(r: dict[str, Any]) -> dict[str, Any]:
+    return {"index": r["index"], "t": round(r["t_end"], 2), "step": r["step"],
+            "challenger_requests": r["challenger_requests"], "reasons": r["reasons"],
+            "params": r["params"]}
+
+
+def summarize_detection(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    n = len(rows)
+    req = np.array([r["challenger_requests"] if r["end"] == "rolled_back" else math.inf
+                    for r in rows])
+    secs = np.array([r["t_end"] if r["end"] == "rolled_back" else math.inf for r in rows])
+    fired: Counter[str] = Counter()
+    for r in rows:
+        if r["end"] == "rolled_back":
+            fired.update(set(r["fired"]) | ({"catastrophic"} if r["catastrophic"] else set()))
+    out: dict[str, Any] = {
+        "rollouts": n,
+        "caught_share": float(np.isfinite(req).mean()) if n else 0.0,
+        "median_challenger_requests": _qi(req, 0.5),
+        "p95_challenger_requests": _qi(req, 0.95),
+        "median_seconds": _qi(secs, 0.5),
+        "fired_guards": dict(fired),
+        "promoted": sum(r["end"] == "promoted" for r in rows),
+        "missed_examples": [_example(r) for r in rows if r["end"] != "rolled_back"][:5],
+    }
+    if rows and rows[0]["baselines"] is not None:
+        for b in ("flagger", "kayenta"):
+            d = np.array([r["baselines"][b] if r["baselines"][b] is not None else math.inf
+                          for r in rows], dtype=np.float64)
+            out[b] = {"median_challenger_requests": _qi(d, 0.5),
+                      "p95_challenger_requests": _qi(d, 0.95),
+                      "caught_share": float(np.isfinite(d).mean())}
+    return out
+
+
+def _q(xs: Sequence[float], q: float) -> float | None:
+    return round(float(np.quantile(xs, q)), 1) if len(xs) else None
+
+
+def _qi(x: np.ndarray, q: float) -> float | None:
+    """Order statistic without interpolation; +inf (never caught) -> None."""
+    if x.size == 0:
+        return None
+    v = float(np.quantile(x, q, method="inverted_cdf"))
+    return round(v, 2) if math.isfinite(v) else None
+
+
+def _alpha_per_test() -> float:
+    return make_judge(None, judge_context()).alpha_per_test
+
+
+# ---- the report -------------------------------------------------------------------------
+def run(cfg: SimConfig) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {}
+    if cfg.workers > 1:
+        mp = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn")
+        with mp.Pool(cfg.workers) as pool:
+            for name in cfg.names:
+                results[name] = run_scenario(cfg, name, pool.imap_unordered)
+    else:
+        for name in cfg.names:
+            results[name] = run_scenario(cfg, name, map)
+    judge = make_judge(None, judge_context(cfg.seed))
+    aa = {k: results[k] for k in SCENARIOS if k in results and SCENARIOS[k].kind == "aa"}
+    det = {k: results[k] for k in SCENARIOS if k in results and SCENARIOS[k].kind == "detect"}
+    report: dict[str, Any] = {
+        "benchmark": "judge_sim",
+        "config": asdict(cfg),
+        "rollout": {"policy": POLICY.to_params(), "flush_s": FLUSH_S, "urgent_flush_s": URGENT_S,
+                    "challenger_timeout_s": 2.0, "arrival_rate": "uniform 100-200 req/s"},
+        "traffic": {"base": BASE.describe(), "host_dominated": HOST_DOMINATED.describe(),
+                    "true_p95_s": true_p95(BASE), "latency_slo_s": LATENCY_SLO_S,
+                    "output_shift_0.6sd_true_psi": true_output_psi(0.6)},
+        "judge": {"triggers": [t.to_dict() for t in judge.triggers], "n_tests": judge.n_tests,
+                  "alpha_total": judge.context.alpha, "alpha_per_test": judge.alpha_per_test},
+        "aa": aa,
+        "detection": det,
+        "targets": TARGETS,
+    }
+    report["meets_targets"] = check_targets(report)
+    report["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    return report
+
+
+def check_targets(report: dict[str, Any]) -> dict[str, bool]:
+    ok: dict[str, bool] = {}
+    for name, r in report["aa"].items():
+        ok[f"aa.{name}.false_rollback_ub95<=1%"] = \
+            r["false_rollback_ub95"] <= TARGETS["aa_false_rollback_ub95"]
+    det = report["detection"]
+
+    def le(v: float | None, target: float) -> bool:
+        return v is not None and v <= target
+
+    if "total_failure" in det:
+        ok["total_failure.median<=10"] = le(det["total_failure"]["median_challenger_requests"],
+                                            TARGETS["total_failure_median"])
+    if "error_rate_x5" in det:
+        ok["error_rate_x5.p95<=1500"] = le(det["error_rate_x5"]["p95_challenger_requests"],
+                                           TARGETS["error_rate_x5_p95"])
+    if "latency_p95_plus_40pct" in det:
+        ok["latency_p95_plus_40pct.median<=500"] = le(
+            det["latency_p95_plus_40pct"]["median_challenger_requests"],
+            TARGETS["latency_p95_plus_40pct_median"])
+    if "service_time_tail" in det:
+        ok["service_time_tail.caught>=95%"] = \
+            det["service_time_tail"]["caught_share"] >= TARGETS["service_time_tail_caught_share"]
+    return ok
 
 
 def true_output_psi(shift: float, seed: int = 0) -> float:
@@ -337,80 +625,117 @@ def true_output_psi(shift: float, seed: int = 0) -> float:
     edges = np.asarray(DEFAULT_SPEC.output_edges)
     size = len(edges) + 1
 
-    def hist(x: Array) -> list[int]:
+    def hist(x: np.ndarray) -> list[int]:
         idx = np.searchsorted(edges, x, side="right")
         return [int(c) for c in np.bincount(idx, minlength=size)]
 
-    return grouped_psi(hist(rng.normal(0, 1, 2_000_000)), hist(rng.normal(shift, 1, 2_000_000)),
+    return grouped_psi(hist(rng.normal(0, 1, 1_000_000)), hist(rng.normal(shift, 1, 1_000_000)),
                        10)
 
 
-def run(cfg: SimConfig, scenarios: list[str] | None = None) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    names = scenarios or list(SCENARIOS)
-    results: dict[str, Any] = {}
-    if cfg.workers > 1:
-        ctx = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn")
-        with ctx.Pool(cfg.workers) as pool:
-            for name in names:
-                results[name] = run_scenario(cfg, name, pool.imap_unordered)
-    else:
-        for name in names:
-            results[name] = run_scenario(cfg, name, map)
-    judge = make_judge(None, judge_context(cfg))
-    report: dict[str, Any] = {
-        "benchmark": "judge_sim",
-        "config": asdict(cfg),
-        "traffic": {"latency": f"lognormal(ln 0.080 s, sigma {LAT_SIGMA})",
-                    "true_champion_p95_s": TRUE_P95, "base_error_rate": BASE_ERR,
-                    "client_error_rate": CLIENT_ERR, "canary_weight": cfg.canary,
-                    "output_shift_true_psi": true_output_psi(
-                        SCENARIOS["output_psi_0.3"].out_shift)},
-        "ours": {"triggers": [t.to_dict() for t in judge.triggers],
-                 "alpha_total": judge.context.alpha, "alpha_per_test": judge.alpha_per_test},
-        "scenarios": results,
-    }
-    report["targets"], report["meets_targets"] = TARGETS, _check(results)
-    report["elapsed_s"] = round(time.perf_counter() - t0, 1)
-    return report
+def quick_limit(n: int, rate: float = 0.01, level: float = 0.05) -> int:
+    """The smallest L with P(more than L false rollbacks in n | true `rate`) <= `level`."""
+    return next(k for k in range(n + 1) if binom.sf(k, n, rate) <= level)
 
 
-def _check(results: dict[str, Any]) -> dict[str, bool]:
-    ok: dict[str, bool] = {}
-    if "aa" in results:
-        rate = results["aa"]["ours"]["false_rollback_rate"]
-        ok["aa_false_rollback_rate"] = rate <= TARGETS["aa_false_rollback_rate"]
-    for name, target in TARGETS.items():
-        if name in results:
-            med = results[name]["ours"]["median_challenger_requests"]
-            ok[name] = med is not None and med <= target
-    return ok
+def quick_power(n: int, limit: int, rates: Sequence[float] = (0.001, 0.01, 0.03, 0.05)
+                ) -> dict[str, float]:
+    """P(more than `limit` false rollbacks in `n` rollouts) at true rates `rates`."""
+    return {f"{p:g}": float(binom.sf(limit, n, p)) for p in rates}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["| A/A variant | rollouts | false rollbacks | rate | 95% upper bound | guards fired "
+             "| held (promoted) | median rollout |",
+             "|---|---:|---:|---:|---:|---|---:|---:|"]
+    for name, r in report["aa"].items():
+        fired = ", ".join(f"{g} {c}" for g, c in sorted(r["fired_guards"].items())) or "-"
+        dur = r["rollout_s_median"]
+        lines.append(f"| {name} | {r['rollouts']} | {r['false_rollbacks']} | "
+                     f"{r['false_rollback_rate']:.2%} | {r['false_rollback_ub95']:.2%} | {fired} | "
+                     f"{r['held']} ({r['held_and_promoted']}) | "
+                     f"{'-' if dur is None else f'{dur:.0f} s'} |")
+    base = report["aa"].get("base", {})
+    if "flagger" in base:
+        for b in ("flagger", "kayenta"):
+            x = base[b]
+            lines.append(f"| base, {b} baseline | {base['rollouts']} | {x['false_rollbacks']} | "
+                         f"{x['false_rollback_rate']:.2%} | {x['false_rollback_ub95']:.2%} | | | |")
+    lines += ["", "| regression | runs | challenger requests to rollback: median | p95 "
+              "| caught before promotion | guards fired | flagger median / caught | "
+              "kayenta median / caught |", "|---|---:|---:|---:|---:|---|---:|---:|"]
+    for name, r in report["detection"].items():
+        fired = ", ".join(f"{g} {c}" for g, c in sorted(r["fired_guards"].items())) or "-"
+        cells = []
+        for b in ("flagger", "kayenta"):
+            x = r.get(b)
+            cells.append("-" if x is None else
+                         f"{_num(x['median_challenger_requests'])} / {x['caught_share']:.0%}")
+        lines.append(f"| {name} | {r['rollouts']} | {_num(r['median_challenger_requests'])} | "
+                     f"{_num(r['p95_challenger_requests'])} | {r['caught_share']:.1%} | {fired} | "
+                     f"{cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def _num(x: float | None) -> str:
+    return "never" if x is None else f"{x:.0f}"
+
+
+def reproduce(name: str, index: int, seed: int = 0) -> RolloutResult:
+    """One rollout again, with its per-look trace (for the verdict reasons)."""
+    scen = SCENARIOS[name]
+    return simulate(scen, rollout_seed(seed, name, index), judge_context(seed),
+                    true_p95(scen.profile), trace=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.judge_sim", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rollouts", type=int, help="A/A rollouts (default 2000; quick 100)")
-    p.add_argument("--detect-rollouts", type=int, help="rollouts per regression scenario")
-    p.add_argument("--requests", type=int, help="requests per A/A rollout (default 20000)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"CI run: {QUICK_AA} rollouts per A/A variant, three detection checks")
+    p.add_argument("--rollouts", type=int, help="rollouts per A/A variant (default 2000 for "
+                   "base, 1000 for the others)")
+    p.add_argument("--detect-rollouts", type=int, help="runs per detection scenario (300)")
+    p.add_argument("--variant", nargs="+", choices=list(SCENARIOS), metavar="NAME",
+                   help=f"only these (A/A: {', '.join(AA_NAMES)}; detection: "
+                        f"{', '.join(DETECT_NAMES)})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="small run for CI (a few seconds)")
-    p.add_argument("--scenario", action="append", choices=list(SCENARIOS),
-                   help="run only these scenarios (repeatable)")
-    p.add_argument("--out", type=Path, help="also write the JSON here")
+    p.add_argument("--out", type=Path, help="write the JSON here (the full run writes "
+                   "benchmarks/results/judge_sim.json)")
+    p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    p.add_argument("--raw", help="keep every rollout's result in this folder (one JSON-lines "
+                   "file per scenario); a later run with the same folder reuses them")
+    p.add_argument("--reproduce", nargs=2, metavar=("NAME", "INDEX"),
+                   help="re-run one rollout and print its per-look trace")
     a = p.parse_args(argv)
-    cfg = replace(QUICK if a.quick else SimConfig(), seed=a.seed, workers=a.workers)
-    for field, value in (("rollouts", a.rollouts), ("detect_rollouts", a.detect_rollouts),
-                         ("requests", a.requests)):
-        if value is not None:
-            cfg = replace(cfg, **{field: value})
-    report = run(cfg, a.scenario)
+    if a.reproduce:
+        r = reproduce(a.reproduce[0], int(a.reproduce[1]), a.seed)
+        print(json.dumps(asdict(r), indent=1))
+        return 0
+    cfg = replace(QUICK if a.quick else SimConfig(), seed=a.seed, workers=a.workers,
+                  raw_dir=a.raw)
+    if a.rollouts is not None:
+        names = [n for n in (a.variant or AA_NAMES) if SCENARIOS[n].kind == "aa"]
+        cfg = replace(cfg, aa_rollouts={n: a.rollouts for n in names})
+    if a.detect_rollouts is not None:
+        cfg = replace(cfg, detect_rollouts={n: a.detect_rollouts for n in DETECT_NAMES})
+    if a.variant:
+        full = SimConfig()
+        aa = [n for n in a.variant if SCENARIOS[n].kind == "aa"]
+        det = [n for n in a.variant if SCENARIOS[n].kind == "detect"]
+        cfg = replace(cfg, aa_rollouts={
+            n: cfg.aa_rollouts.get(n) or full.aa_rollouts.get(n, 1000) for n in aa},
+            detect_rollouts={n: cfg.detect_rollouts.get(n) or full.detect_rollouts[n]
+                             for n in det})
+    report = run(cfg)
     text = json.dumps(report, indent=2)
-    print(text)
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(text + "\n")
+    print(markdown(report) if a.markdown else text)
+    out = a.out or (Path("benchmarks/results/judge_sim.json")
+                    if not (a.quick or a.variant or a.rollouts or a.detect_rollouts) else None)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
     return 0
 
 

@@ -190,8 +190,8 @@ class Supervisor:
         """Into the version's cumulative window and into the next look's delta."""
         for store in (self._windows, self._pending):
             window = store.get(version)
-            if window is None:
-                store[version] = delta.copy()
+            if window is None:  # the pending store may own the delta itself
+                store[version] = delta if store is self._pending else delta.copy()
             else:
                 window.merge(delta)
 

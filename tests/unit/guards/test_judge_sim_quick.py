@@ -1,25 +1,72 @@
-"""A quick A/A + detection check of the real judge, small enough for CI."""
+"""The judge simulation's quick run (CI): whole rollouts through the real judge and rollout
+state machine, every A/A variant, and three detection checks.
+
+Budget: ~20 minutes on one core (CI's other pytest worker runs the rest of the suite
+meanwhile), which buys `QUICK_AA` (60) rollouts per A/A variant (a simulated rollout costs
+~2 s of CPU, most of it in the judge's ~800 looks). The per-variant limit is the smallest L
+with P(more than L false rollbacks | true rate 1%) <= 5%: at 60 rollouts L = 2, so a variant
+fails the test with probability 2% at a true 1%, 27% at 3%, 58% at 5% and 95% at 10%
+(a rate clearly above 1%). `JUDGE_SIM_AA_ROLLOUTS=300` runs a more powerful check (L = 6:
+power 79% at a true 3%; ~45 minutes on 2 cores); the full run
+(`python -m benchmarks.judge_sim`, `make bench`) is the real measure.
+"""
 
 from __future__ import annotations
 
-from benchmarks.judge_sim import SimConfig, run
+import os
+from dataclasses import replace
+from typing import Any
 
-CFG = SimConfig(rollouts=60, detect_rollouts=20, requests=10_000, detect_requests=20_000,
-                workers=1, seed=7)
+import pytest
+
+from benchmarks.judge_sim import AA_NAMES, QUICK, quick_limit, quick_power, run
+
+ROLLOUTS = int(os.environ.get("JUDGE_SIM_AA_ROLLOUTS", "0")) or None
+# one process: the other pytest worker has the other core
+CFG = replace(QUICK, workers=1) if ROLLOUTS is None else replace(
+    QUICK, aa_rollouts={n: ROLLOUTS for n in AA_NAMES})
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700 if ROLLOUTS is None else 7200)]
 
 
-def test_quick_aa_and_detection_meet_targets() -> None:
-    report = run(CFG)
-    s = report["scenarios"]
-    assert s["aa"]["ours"]["false_rollbacks"] <= 1  # expected ~0 at alpha 1%
-    assert s["server_errors_100pct"]["ours"]["median_challenger_requests"] <= 20
-    assert s["server_errors_100pct"]["ours"]["catastrophic_fast_path"] == 20
-    for name in ("error_rate_0.5_to_3pct", "latency_p95_plus_50pct", "output_psi_0.3"):
-        assert s[name]["ours"]["median_challenger_requests"] <= 1500, name
-        assert s[name]["ours"]["detected_share"] >= 0.9, name
-    # the right guard catches each regression
-    assert set(s["latency_p95_plus_50pct"]["ours"]["fired_guards"]) == {"latency_p95"}
-    assert set(s["output_psi_0.3"]["ours"]["fired_guards"]) == {"output_drift"}
-    # baselines ran side by side on the same streams
-    for name in ("flagger", "kayenta"):
-        assert 0.0 <= s["aa"][name]["false_rollback_rate"] <= 1.0
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    return run(CFG)
+
+
+def test_every_aa_variant_rarely_rolls_back(report: dict[str, Any]) -> None:
+    bad = {}
+    for name in AA_NAMES:
+        r = report["aa"][name]
+        limit = quick_limit(r["rollouts"])
+        if r["false_rollbacks"] > limit:
+            bad[name] = (f"{r['false_rollbacks']}/{r['rollouts']} > {limit} "
+                         f"(power at 3%: {quick_power(r['rollouts'], limit)['0.03']:.0%}); "
+                         f"fired {r['fired_guards']}; e.g. {r['false_rollback_examples'][:2]}")
+    assert not bad, bad
+
+
+def test_total_failure_rolls_back_within_ten_requests(report: dict[str, Any]) -> None:
+    r = report["detection"]["total_failure"]
+    assert r["caught_share"] == 1.0
+    assert r["median_challenger_requests"] is not None
+    assert r["median_challenger_requests"] <= 10
+
+
+def test_service_time_tail_is_caught_before_promotion(report: dict[str, Any]) -> None:
+    r = report["detection"]["service_time_tail"]
+    assert r["caught_share"] >= 0.9, r["missed_examples"]
+    assert "latency_p95" in r["fired_guards"]
+
+
+def test_memory_leak_is_caught_by_the_memory_guard(report: dict[str, Any]) -> None:
+    r = report["detection"]["memory_leak"]
+    assert r["caught_share"] == 1.0, r["missed_examples"]
+    assert set(r["fired_guards"]) == {"memory"}
+
+
+def test_quick_limit_matches_its_definition() -> None:
+    assert quick_limit(20) == 1
+    assert quick_limit(60) == 2
+    assert quick_limit(300) == 6
+    assert quick_power(300, 6)["0.01"] <= 0.05 < quick_power(300, 6)["0.03"]
