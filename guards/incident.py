@@ -11,9 +11,11 @@ champion requests) and says, at each look:
   error rate (timeouts included: the ingress censors both arms at the challenger's
   deadline) is at most `error_rate`, or it has fewer than `min_errors` errors; with a
   latency SLO, its share of responses over the SLO is at most three times the quantile's
-  tail share. Only then do the absolute ceilings count a look, and only then does the
-  catastrophic path act (a noisy "unhealthy" look only delays them: the choice depends on
-  the champion's data alone);
+  tail share. Only then do the absolute ceilings count a look (a noisy "unhealthy" look
+  only delays them: the choice depends on the champion's data alone);
+- `champion_during_run`: the champion's requests over the looks of the challenger's current
+  run of failures; the catastrophic path acts only when the champion answered well over
+  that same interval (`champion_fine_during_run`);
 - `champion_incident`: the champion is significantly worse than its own usual (one-sided
   binomial tail below `INCIDENT_P`, Chernoff bound) and above the ceiling; its usual is the
   rate of the looks outside incidents, so a long incident does not become the new normal;
@@ -36,6 +38,7 @@ from typing import Any
 from guards.window import ArmWindow
 
 INCIDENT_P = 1e-4  # how unlikely the recent failures must be under an arm's usual rate
+RUN_SHARE = 0.1  # most champion failures during a challenger's run for it to be its own
 _FLOOR = 1e-3  # least usual failure rate assumed (an arm with no failures so far)
 
 # Per look: champion judged, errors, OK, over SLO; challenger judged, errors, OK, over SLO.
@@ -49,6 +52,15 @@ class Health:
     challenger_degraded: bool
     champion_recent: tuple[int, int]  # errors, judged over the recent interval
     challenger_recent: tuple[int, int]
+    # errors, judged of the champion over the looks of the challenger's current failure run
+    champion_during_run: tuple[int, int] = (0, 0)
+
+    def champion_fine_during_run(self, min_requests: int) -> bool:
+        """Whether the champion answered well while the challenger kept failing: at least
+        `min_requests` judged, at most a tenth of them failed (the catastrophic path's
+        condition; a shared stall fails the champion's requests of the same moments)."""
+        errors, n = self.champion_during_run
+        return n >= min_requests and errors <= RUN_SHARE * n and not self.champion_incident
 
     @property
     def both_degraded(self) -> bool:
@@ -83,6 +95,7 @@ class HealthMonitor:
         self._slo_tail = slo_tail
         self._looks: deque[list[int]] = deque()  # 8 counts + whether in a champion incident
         self._recent = [0] * 8
+        self._during_run = [0, 0]  # champion errors, judged since the challenger's last OK
         # champion errors, judged, over SLO, OK responses of the looks outside incidents
         self._baseline = [0, 0, 0, 0]
 
@@ -93,6 +106,14 @@ class HealthMonitor:
                 self._recent[i] += x
             self._looks.append([*row, 0])
             self._trim()
+        # The challenger's current failure run began after its last OK response. A look
+        # with one may hold the run's start, but its champion requests mostly came before
+        # it: they are not counted (conservative); later looks are the run's interval.
+        if challenger.n_latency() > 0:
+            self._during_run = [0, 0]
+        else:
+            self._during_run[0] += champion.n_errors
+            self._during_run[1] += champion.n_judged
         r, base = self._recent, self._baseline
         usual = max(base[0] / base[1] if base[1] else 0.0, _FLOOR)
         usual_slo = max(base[2] / base[3] if base[3] else 0.0, self._slo_tail)
@@ -105,7 +126,8 @@ class HealthMonitor:
         b_bad = (challenger.max_failure_run >= self._run
                  or self._worse(r[_CB_E], r[_CB_N], usual, self._rate)
                  or self._worse(r[_CB_S], r[_CB_OK], usual_slo, 2.0 * self._slo_tail))
-        return Health(healthy, incident, b_bad, (r[_CA_E], r[_CA_N]), (r[_CB_E], r[_CB_N]))
+        return Health(healthy, incident, b_bad, (r[_CA_E], r[_CA_N]), (r[_CB_E], r[_CB_N]),
+                      (self._during_run[0], self._during_run[1]))
 
     def _counts(self, w: ArmWindow) -> tuple[int, int, int, int]:
         n_ok = w.n_latency()
@@ -132,9 +154,11 @@ class HealthMonitor:
             < INCIDENT_P
 
     def state(self) -> dict[str, Any]:
-        return {"looks": [list(x) for x in self._looks], "base": list(self._baseline)}
+        return {"looks": [list(x) for x in self._looks], "base": list(self._baseline),
+                "run": list(self._during_run)}
 
     def load(self, d: Mapping[str, Any]) -> None:
         self._looks = deque([int(x) for x in row] for row in d["looks"])
         self._recent = [sum(row[i] for row in self._looks) for i in range(8)]
         self._baseline = [int(x) for x in d["base"]]
+        self._during_run = [int(x) for x in d.get("run", (0, 0))]

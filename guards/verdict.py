@@ -29,6 +29,7 @@ from typing import Any
 from gateway.errors import ConfigError
 from guards.base import Guard
 from guards.context import ArmResources, JudgeContext, ResourceReadings
+from guards.incident import RUN_SHARE
 from guards.look import Look, Looks
 from guards.registry import GUARDS, guard_factory, make_guard
 from guards.results import Action, GuardResult, GuardState, Severity, TriggerSpec
@@ -250,15 +251,18 @@ class Judge:
         health = look.health
         n_b = look.challenger.n_judged
         why = f"run of consecutive server errors/timeouts: {run} (limit {n})"
-        if run >= n and health.champion_healthy and health.champion_recent[1] >= n:
+        fine = health.champion_fine_during_run(n)
+        if run >= n and fine:
             self._catastrophic_fired = True
+        e_a, n_a = health.champion_during_run
         if self._catastrophic_fired:
-            return GuardResult("catastrophic", GuardState.FAIL, float(run), float(n), None, 0,
-                               n_b, why + "; the champion was healthy meanwhile")
+            return GuardResult("catastrophic", GuardState.FAIL, float(run), float(n), None, n_a,
+                               n_b, why + f"; the champion answered meanwhile ({e_a}/{n_a} "
+                               "failed)")
         if run >= n:
-            why += ("; not acted on: the champion failed too (" + health.describe() + ")"
-                    if not health.champion_healthy else "; waiting for the champion's requests "
-                    "over the same interval")
+            why += (f"; not acted on: the champion failed too meanwhile ({e_a}/{n_a})"
+                    if e_a > RUN_SHARE * n_a or health.champion_incident else
+                    "; waiting for the champion's requests over the same interval")
         return GuardResult("catastrophic", GuardState.PASS, float(run), float(n), None, 0,
                            n_b, why)
 

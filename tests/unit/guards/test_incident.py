@@ -114,3 +114,34 @@ def test_ordinary_noise_does_not_hold(rng: np.random.Generator) -> None:
             fill(w, 100, rng, err=0.005)
         held += judge.observe(replica.arms[0].take_delta(), replica.arms[1].take_delta()).hold
     assert held == 0
+
+
+def test_stall_seen_first_in_a_look_with_few_champion_requests_is_not_catastrophic(
+    rng: np.random.Generator,
+) -> None:
+    """At a 50% step a stall's first timeouts can land as 6 for the challenger and 2 for the
+    champion in one look: the champion failed too over the same interval."""
+    looks = [_look(rng, 100, 100) for _ in range(40)]
+    looks.append(_look(rng, 2, 6, fail_a=1.0, fail_b=1.0))
+    verdicts = _run(looks)
+    assert verdicts[-1].state is not GuardState.FAIL
+    cat = next(r for r in verdicts[-1].results if r.guard == "catastrophic")
+    assert "champion failed too" in cat.detail
+
+
+def test_a_chronically_failing_champion_does_not_disable_the_fast_path(
+    rng: np.random.Generator,
+) -> None:
+    judge = make_judge([{"guard": "latency_p95"}])  # the catastrophic path alone
+    replica = _Replica()
+    verdicts = []
+    for i in range(40):  # the champion fails 2% of its calls all along (above the 1% ceiling)
+        fill(replica.arms[0], 95, rng, err=0.02)
+        if i < 30:
+            fill(replica.arms[1], 5, rng, err=0.0)
+        else:
+            replica.arms[1].record(Observation(0.01, Outcome.SERVER_ERROR))
+        verdicts.append(judge.observe(replica.arms[0].take_delta(),
+                                      replica.arms[1].take_delta()))
+    first = next(i for i, v in enumerate(verdicts) if v.state is GuardState.FAIL)
+    assert first == 34 and verdicts[first].catastrophic  # the fifth failure in a row

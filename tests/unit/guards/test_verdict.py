@@ -132,10 +132,15 @@ def test_catastrophic_fast_path_acts_on_n_consecutive_failures() -> None:
     for w in (a, b):  # enough history that two failures are not yet significant
         for _ in range(300):
             w.record(Observation(0.05, Outcome.OK))
+    j.evaluate(a, b)
     for _ in range(2):
         b.record(Observation(0.01, Outcome.SERVER_ERROR))
     assert j.evaluate(a, b).state is not GuardState.FAIL
     b.record(Observation(0.01, Outcome.TIMEOUT))
+    v = j.evaluate(a, b)  # the champion got no request meanwhile: nothing to compare with
+    assert v.state is not GuardState.FAIL and "waiting for the champion" in v.results[0].detail
+    for _ in range(10):  # it answers well over the same interval
+        a.record(Observation(0.05, Outcome.OK))
     v = j.evaluate(a, b)
     assert v.state is GuardState.FAIL and v.catastrophic
     assert v.severity is Severity.CRITICAL and v.action is Action.ROLLBACK
