@@ -36,6 +36,7 @@ shared host delay, output shift 0.6 sd, throughput -40%, a 0.5 MiB-per-request m
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import multiprocessing
@@ -86,6 +87,26 @@ from model_registry.refs import ModelRef
 
 POLICY = ro.RolloutPolicy()
 IDENTITY = Regression()
+SIM_VERSION = 1  # bump when `simulate` changes what a rollout does (invalidates --raw rows)
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def code_fingerprint(paths: Sequence[str]) -> str:
+    """sha256 (12 hex digits) of the Python sources under `paths` (relative to the repo)."""
+    h = hashlib.sha256()
+    for rel in paths:
+        p = _ROOT / rel
+        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
+            h.update(f.relative_to(_ROOT).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+# What the results depend on, taken when this module is imported (the code that runs).
+JUDGE_FINGERPRINT = code_fingerprint(("guards", "gateway/rollout.py", "gateway/routing.py"))
+SIM_FINGERPRINT = code_fingerprint(("benchmarks/judge_sim_traffic.py",
+                                    "benchmarks/judge_sim_memory.py",
+                                    "benchmarks/judge_sim_baselines.py")) + f"v{SIM_VERSION}"
 HORIZON_S = 1200.0  # a rollout still running then is reported as "running"
 CHAMPION_REF = ModelRef("sim", "1", "sim://champion")
 CHALLENGER_REF = ModelRef("sim", "2", "sim://challenger")
@@ -422,38 +443,62 @@ def _job(args: tuple[str, int, list[int]]) -> list[dict[str, Any]]:
         _P95[key] = true_p95(scen.profile)
     out = []
     for i in indices:
+        c0 = time.process_time()
         r = simulate(scen, rollout_seed(seed, name, i), ctx, _P95[key])
         d = asdict(r)
         d["index"] = i
+        d["cpu_s"] = round(time.process_time() - c0, 3)
         d.pop("trace")
         out.append(d)
     return out
 
 
+def load_raw(raw_dir: str, name: str, seed: int) -> dict[int, dict[str, Any]]:
+    """Rollouts already simulated (any run with this seed: a rollout's result depends on
+    the seed, the scenario and its index only)."""
+    rows: dict[int, dict[str, Any]] = {}
+    for f in sorted(Path(raw_dir).glob(f"{name}.seed{seed}.{_raw_key()}.jsonl")):
+        lines = f.read_text().splitlines()
+        meta = [json.loads(x) for x in lines if x.startswith('{"elapsed_s"')]
+        found = [json.loads(x) for x in lines if x and not x.startswith('{"elapsed_s"')]
+        for r in found:  # files from before rows carried their CPU time: 2 workers
+            if "cpu_s" not in r and meta:
+                r["cpu_s"] = round(2 * meta[0]["elapsed_s"] / max(len(found), 1), 3)
+            rows[int(r["index"])] = r
+    return rows
+
+
+def _raw_key() -> str:
+    return hashlib.sha256((JUDGE_FINGERPRINT + SIM_FINGERPRINT).encode()).hexdigest()[:12]
+
+
 def run_scenario(cfg: SimConfig, name: str,
                  pool_map: Callable[..., Iterable[list[dict[str, Any]]]]) -> dict[str, Any]:
     n = cfg.count(name)
-    raw = Path(cfg.raw_dir) / f"{name}.seed{cfg.seed}.n{n}.jsonl" if cfg.raw_dir else None
-    if raw is not None and raw.exists():
-        lines = raw.read_text().splitlines()
-        elapsed = float(json.loads(lines[0])["elapsed_s"])
-        rows = [json.loads(x) for x in lines[1:]]
-    else:
-        chunk = max(1, min(cfg.chunk, n // (4 * max(cfg.workers, 1))))
-        jobs = [(name, cfg.seed, list(range(i, min(i + chunk, n))))
-                for i in range(0, n, chunk)]
-        t0 = time.perf_counter()
-        rows = sorted((r for part in pool_map(_job, jobs) for r in part),
-                      key=lambda r: r["index"])
-        elapsed = time.perf_counter() - t0
-        if raw is not None:
-            raw.parent.mkdir(parents=True, exist_ok=True)
-            raw.write_text("\n".join([json.dumps({"elapsed_s": elapsed}),
-                                      *(json.dumps(r) for r in rows)]) + "\n")
+    done = load_raw(cfg.raw_dir, name, cfg.seed) if cfg.raw_dir else {}
+    todo = [i for i in range(n) if i not in done]
+    chunk = max(1, min(cfg.chunk, len(todo) // (4 * max(cfg.workers, 1))))
+    jobs = [(name, cfg.seed, todo[i:i + chunk]) for i in range(0, len(todo), chunk)]
+    raw = Path(cfg.raw_dir) / f"{name}.seed{cfg.seed}.{_raw_key()}.jsonl" if cfg.raw_dir \
+        else None
+    if raw is not None:
+        raw.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for part in pool_map(_job, jobs):
+        for r in part:
+            done[r["index"]] = r
+        if raw is not None:  # as they come: an interrupted run loses little
+            with raw.open("a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in part)
+    elapsed = time.perf_counter() - t0
+    rows = [done[i] for i in range(n)]
     scen = SCENARIOS[name]
     out = summarize_aa(rows) if scen.kind == "aa" else summarize_detection(rows)
     out["description"] = scen.description
     out["elapsed_s"] = round(elapsed, 1)
+    cpu = [r.get("cpu_s") for r in rows]
+    out["cpu_s_per_rollout"] = round(float(np.mean([c for c in cpu if c is not None])), 2) \
+        if any(c is not None for c in cpu) else None
     return out
 
 
@@ -577,6 +622,9 @@ def run(cfg: SimConfig) -> dict[str, Any]:
     report: dict[str, Any] = {
         "benchmark": "judge_sim",
         "config": asdict(cfg),
+        "code": {"judge_fingerprint": JUDGE_FINGERPRINT, "sim_fingerprint": SIM_FINGERPRINT,
+                 "judge_fingerprint_now": code_fingerprint(
+                     ("guards", "gateway/rollout.py", "gateway/routing.py"))},
         "rollout": {"policy": POLICY.to_params(), "flush_s": FLUSH_S, "urgent_flush_s": URGENT_S,
                     "challenger_timeout_s": 2.0, "arrival_rate": "uniform 100-200 req/s"},
         "traffic": {"base": BASE.describe(), "host_dominated": HOST_DOMINATED.describe(),
@@ -708,7 +756,12 @@ def main(argv: list[str] | None = None) -> int:
                    "file per scenario); a later run with the same folder reuses them")
     p.add_argument("--reproduce", nargs=2, metavar=("NAME", "INDEX"),
                    help="re-run one rollout and print its per-look trace")
+    p.add_argument("--markdown-from", type=Path, metavar="JSON",
+                   help="print the tables of an earlier run's JSON report and exit")
     a = p.parse_args(argv)
+    if a.markdown_from:
+        print(markdown(json.loads(a.markdown_from.read_text())))
+        return 0
     if a.reproduce:
         r = reproduce(a.reproduce[0], int(a.reproduce[1]), a.seed)
         print(json.dumps(asdict(r), indent=1))
