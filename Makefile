@@ -28,7 +28,8 @@ typecheck: install
 # Two workers, one local Ray instance each; a test file stays on one worker (its module
 # fixtures deploy apps), and the slow e2e files are split so the workers finish together.
 test: lint typecheck
-	$(PY) -m pytest -q -p no:warnings -n 2 --dist loadfile
+	$(PY) -m pytest -q -p no:warnings -n 2 --dist loadfile -m "not judge_sim"
+	$(PY) -m pytest -q -p no:warnings -m judge_sim
 
 unit: install
 	$(PY) -m pytest -q -p no:warnings tests/unit
