@@ -57,6 +57,7 @@ from benchmarks.judge_sim_traffic import (
     ARM,
     ARR,
     BASE,
+    BATCH,
     BUSY,
     CHALLENGER,
     FLUSH_S,
@@ -87,7 +88,7 @@ from model_registry.refs import ModelRef
 
 POLICY = ro.RolloutPolicy()
 IDENTITY = Regression()
-SIM_VERSION = 1  # bump when `simulate` changes what a rollout does (invalidates --raw rows)
+SIM_VERSION = 2  # bump when `simulate` changes what a rollout does (invalidates --raw rows)
 _ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -407,7 +408,8 @@ def _record(replica: tuple[ArmWindow, ArmWindow], rows: np.ndarray) -> None:
         kb = r[:, KB].astype(np.int64)
         window.record_batch(r[:, LAT], r[:, OUT].astype(np.int64), output_value=r[:, OV],
                             input_value=r[:, IV], busy_s=r[:, BUSY],
-                            key_bucket=kb if kb[0] >= 0 else None)
+                            key_bucket=kb if kb[0] >= 0 else None,
+                            batch_size=r[:, BATCH].astype(np.int64))
         kpi = r[:, KPI][~np.isnan(r[:, KPI])]
         if kpi.size:
             window.record_kpi_batch(kpi)

@@ -38,8 +38,8 @@ URGENT_S = 0.05  # control.urgent_flush_s
 CELL_S = 0.25  # resolution of time-varying arrival rates
 
 # Row layout of a request.
-ARR, REC, ARM, LAT, OUT, BUSY, OV, IV, KB, KPI, SCORE = range(11)
-NCOLS = 11
+ARR, REC, ARM, LAT, OUT, BUSY, OV, IV, KB, KPI, SCORE, BATCH = range(12)
+NCOLS = 12
 CHAMPION, CHALLENGER = 0, 1
 
 
@@ -215,7 +215,7 @@ class Traffic:
         self.served[CHALLENGER] += nb
         self.served[CHAMPION] += n - nb
         # latency draws (shared within a model-server batch when batched)
-        z = self._normals(chal, 2)
+        z, rows[:, BATCH] = self._normals(chal, 2)
         host = p.host_median_s * np.exp(p.host_sigma * z[0])
         svc = p.service_median_s * np.exp(p.service_sigma * z[1])
         scale = np.ones(n)
@@ -285,13 +285,16 @@ class Traffic:
         rows[:, SCORE] = np.where(ok & (u2[1] < p.score_share), rng.beta(1.0, 9.0, n), np.nan)
         return rows
 
-    def _normals(self, chal: npt.NDArray[np.bool_], k: int) -> Array:
+    def _normals(self, chal: npt.NDArray[np.bool_], k: int) -> tuple[Array, Array]:
+        """k standard normals per request, and each request's batch size (the slot reports
+        it: `Observation.batch_size`)."""
         n = chal.size
         if not self.effects.batched:
-            return self.rng.standard_normal((k, n))
+            return self.rng.standard_normal((k, n)), np.ones(n)
         # Each arm's model server forms batches of consecutive requests (1 + Poisson(2.5),
         # at most 8) that share one latency draw.
         out = np.empty((k, n))
+        size_of = np.ones(n)
         for arm in (False, True):
             idx = np.flatnonzero(chal == arm)
             if idx.size == 0:
@@ -302,4 +305,6 @@ class Traffic:
             batch = np.repeat(np.arange(nb), sizes[:nb])[:idx.size]
             draws = self.rng.standard_normal((k, nb))
             out[:, idx] = draws[:, batch]
-        return out
+            # the last batch is cut at the cell's end: it ran with the requests it had
+            size_of[idx] = np.bincount(batch)[batch]
+        return out, size_of

@@ -448,7 +448,7 @@ def _observation(call: ArmCall, outcome: Outcome, reply: dict[str, Any] | None,
     return Observation(
         call.latency_s, outcome, reply.get("output_summary"), reply.get("input_summary"),
         reply.get("tokens_in", 0), reply.get("tokens_out", 0), reply.get("busy_s", 0.0),
-        key_bucket=bucket)
+        key_bucket=bucket, batch_size=int(reply.get("batch_size", 1)))
 
 
 def _request_id(request: Request) -> str:

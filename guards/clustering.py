@@ -12,6 +12,13 @@ var(request). Every sequential test divides its log e-value increments by
 1 + keyed_share * (deff - 1) (floored at 1), the usual quasi-likelihood correction for
 clustered counts: once the keys, not the requests, are what limits the evidence, evidence
 stops growing with the request count. Unkeyed traffic pays nothing.
+
+Model-server batching clusters requests the same way: the requests of one batch share its
+service time (and its fate when the batch fails), so a batch of m carries about one
+observation, not m. With perfect correlation inside a batch the design effect is exactly
+the batch size seen by an average request, sum(m^2) / sum(m) = 1 + sum over requests of
+(m - 1) / n (`ArmWindow.batch_excess`); it multiplies the key design effect. Unbatched
+traffic (every batch of 1) pays nothing.
 """
 
 from __future__ import annotations
@@ -30,20 +37,24 @@ class DesignEffect:
     latency: float = 1.0  # for latency and every other per-request test
 
     def describe(self) -> str:
-        return f"keyed traffic: design effect {self.rate:.2f} (errors), " \
-               f"{self.latency:.2f} (latency)"
+        return f"clustered traffic (sticky keys, batches): design effect {self.rate:.2f} " \
+               f"(errors), {self.latency:.2f} (latency)"
 
 
 def design_effect(champion: ArmWindow, challenger: ArmWindow) -> DesignEffect:
     keyed = champion.n_keyed + challenger.n_keyed
     total = champion.n_judged + challenger.n_judged
-    if keyed == 0 or total == 0:
+    if total == 0:
         return DesignEffect()
+    batch = 1.0 + (champion.batch_excess + challenger.batch_excess) / total
+    if keyed == 0:
+        return DesignEffect(batch, batch)
     share = keyed / total
     arms = (champion.key_stats(), challenger.key_stats())
     rate = _deff(arms, n_col=0, sum_col=1, sq_col=None, scale=1.0)
     lat = _deff(arms, n_col=2, sum_col=3, sq_col=4, scale=float(FIXED))
-    return DesignEffect(1.0 + share * (rate - 1.0), 1.0 + share * (lat - 1.0))
+    return DesignEffect(batch * (1.0 + share * (rate - 1.0)),
+                        batch * (1.0 + share * (lat - 1.0)))
 
 
 def _deff(arms: Sequence[list[int]], n_col: int, sum_col: int, sq_col: int | None,

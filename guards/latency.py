@@ -88,7 +88,7 @@ class LatencyGuard(SequentialGuard):
     }
     QUANTILE: ClassVar[float] = 0.95
     name = "latency_p95"
-    STATE = ("_rejected", "_slo_k", "_slo_n", "_slo_rejected", "_fired")
+    STATE = ("_rejected", "_slo_k", "_slo_n", "_slo_rejected", "_fired", "_fired_effect")
 
     def __init__(self, trigger: TriggerSpec, context: JudgeContext, alpha: float) -> None:
         super().__init__(trigger, context, alpha)
@@ -103,6 +103,10 @@ class LatencyGuard(SequentialGuard):
         self._slo_k = self._slo_n = 0
         self._slo_rejected = False
         self._fired: str | None = None
+        # The effect of the test that failed the guard, as of the look it fired: the
+        # reported value then says why (an e2e ratio can be ~0 when a busy host dominates
+        # both arms while the model's own service time doubled).
+        self._fired_effect: float | None = None
 
     @classmethod
     def relative_tests(cls, trigger: TriggerSpec) -> list[tuple[str, float]]:
@@ -141,6 +145,7 @@ class LatencyGuard(SequentialGuard):
             if self._fired is None and t.test.rejected:
                 effect = t.effect(look)
                 if effect is not None and effect >= self._min_effect:
+                    self._fired_effect = effect
                     self._fired = (f"{t.label()} significantly slower (log e "
                                    f"{t.test.log_e:.2f} >= {self._log_thr:.2f}), "
                                    f"+{effect:.0%} >= +{self._min_effect:.0%}")
@@ -157,6 +162,7 @@ class LatencyGuard(SequentialGuard):
             stat = max(stat, self._slo_step(look))
         if self._fired is not None:
             state, why = GuardState.FAIL, why + "; " + self._fired
+            value = self._fired_effect
         elif self._slo_rejected:
             state = GuardState.FAIL
             why += (f"; {main.label()} significantly over the SLO {_ms(self._slo)} while the "

@@ -62,7 +62,8 @@ class Looks:
         self.challenger.merge(d_challenger)
         self.matched.add(d_champion, d_challenger)
         health = self.health.update(d_champion, d_challenger)
-        if d_champion.n_keyed or d_challenger.n_keyed:
+        if (d_champion.n_keyed or d_challenger.n_keyed or d_champion.batch_excess
+                or d_challenger.batch_excess):
             self._deff = design_effect(self.champion, self.challenger)
         if not (d_champion.is_empty() and d_challenger.is_empty()):
             self.number += 1  # looks with data (the supervisor also judges on its ticks)

@@ -57,6 +57,8 @@ class Observation:
     busy_s: float = 0.0  # the model's own service time for this request (0: not measured)
     ttft_s: float | None = None  # LLM time to first token
     key_bucket: int | None = None  # analysis bucket of the sticky key (`key_bucket`), if any
+    batch_size: int = 1  # requests in the model-server batch this call ran in (they share
+    # its service time and fate, so they are not independent units: `guards.clustering`)
 
 
 def key_bucket(key: str) -> int:
@@ -210,6 +212,7 @@ class ArmWindow:
     """
 
     __slots__ = (
+        "_bx",
         "_h",
         "_hn",
         "_hs",
@@ -235,6 +238,7 @@ class ArmWindow:
         self._lat: dict[int, int] = {}
         self._ttft: dict[int, int] = {}
         self._svc: dict[int, int] = {}  # the model's own service time (busy_s) of OK calls
+        self._bx = 0  # sum over judged requests of (batch size - 1)
         self._kb = [0] * (KEY_BUCKETS * _KB)  # per sticky-key bucket, see _KB_N.._KB_QQ
         self._out = [0] * (len(spec.output_edges) + 1)
         self._in = [0] * (len(spec.input_edges) + 1)
@@ -268,6 +272,8 @@ class ArmWindow:
                 self._svc[j] = self._svc.get(j, 0) + 1
         if obs.key_bucket is not None:
             self._record_key(obs.key_bucket, failed, obs.latency_s)
+        if obs.batch_size > 1:
+            self._bx += obs.batch_size - 1
         v = obs.output_value
         if v is not None and v == v:  # v == v is False only for NaN
             self._out[bisect_right(self.spec.output_edges, v)] += 1
@@ -329,6 +335,7 @@ class ArmWindow:
         busy_s: npt.ArrayLike | None = None,
         ttft_s: npt.ArrayLike | None = None,
         key_bucket: npt.ArrayLike | None = None,
+        batch_size: npt.ArrayLike | None = None,
     ) -> None:
         """Vectorised equivalent of `record` on each element in order (NaN = None; a
         negative `key_bucket` = no key).
@@ -365,6 +372,9 @@ class ArmWindow:
             _add_counts(self._svc, self.spec.latency_indices(bs[bs > 0.0]))
         if key_bucket is not None:
             self._add_keys(np.asarray(_pick(key_bucket, sel), dtype=np.int64), failed, lat)
+        if batch_size is not None:
+            bsz = np.asarray(_pick(batch_size, sel), dtype=np.int64)
+            self._bx += int(np.maximum(bsz - 1, 0).sum())
         if output_value is not None:
             _add_hist(self._out, self.spec.output_edges, _pick(output_value, sel))
         if input_value is not None:
@@ -477,6 +487,7 @@ class ArmWindow:
                 dst_l[:] = map(operator.add, dst_l, src_l)
         self._hn += other._hn
         self._hs += other._hs
+        self._bx += other._bx
 
     def minus(self, earlier: ArmWindow) -> ArmWindow:
         """What was recorded after `earlier`, a past copy of this cumulative window.
@@ -500,6 +511,9 @@ class ArmWindow:
         if d._k[0] < 0:
             raise ValueError(_NOT_A_PAST_COPY)
         d._hn, d._hs = self._hn - earlier._hn, self._hs - earlier._hs
+        d._bx = self._bx - earlier._bx
+        if d._bx < 0:
+            raise ValueError(_NOT_A_PAST_COPY)
         return d
 
     def take_delta(self) -> ArmWindow:
@@ -524,6 +538,7 @@ class ArmWindow:
         w._out, w._in = list(self._out), list(self._in)
         w._m, w._k, w._h = list(self._m), list(self._k), list(self._h)
         w._hn, w._hs = self._hn, self._hs
+        w._bx = self._bx
         return w
 
     def is_empty(self) -> bool:
@@ -552,6 +567,7 @@ class ArmWindow:
             "h": _sparse_list(self._h),
             "hn": self._hn,
             "hs": self._hs,
+            "bx": self._bx,
         }
 
     def to_bytes(self) -> bytes:
@@ -582,6 +598,7 @@ class ArmWindow:
         w._k = [int(x) for x in state["k"]]
         w._h = _dense_list(state["h"], SCORE_BINS)
         w._hn, w._hs = int(state["hn"]), int(state["hs"])
+        w._bx = int(state.get("bx", 0))  # absent before batching was tracked: batches of 1
         return w
 
     # ---- read accessors ------------------------------------------------------------------
@@ -597,6 +614,11 @@ class ArmWindow:
     def n_judged(self) -> int:
         """Requests that count for or against the model (client errors excluded)."""
         return self._m[_N]
+
+    @property
+    def batch_excess(self) -> int:
+        """Sum over judged requests of (model-server batch size - 1)."""
+        return self._bx
 
     @property
     def n_errors(self) -> int:

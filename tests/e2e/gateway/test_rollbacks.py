@@ -74,7 +74,8 @@ def test_slow_challenger_is_rolled_back_by_the_latency_guard(
     assert "latency_p95" in status["reason"], status["reason"]
     latency = next(r for r in status["verdict"]["results"] if r["guard"] == "latency_p95")
     # FAIL needs a significant slowdown of at least min_effect (+25%, half the threshold) on
-    # the test that rejected; `value` is the end-to-end p95 ratio over the same looks
+    # the test that rejected; `value` is that test's increase over the same looks (service
+    # time here when a busy host makes both arms' end-to-end p95 alike)
     assert latency["state"] == "fail" and latency["value"] >= 0.25, latency
     assert traffic.statuses() == {200: len(traffic.answers)}
 

@@ -1,8 +1,10 @@
-"""Sticky keys: the design effect grows with per-key differences, and only then."""
+"""Sticky keys and model-server batches: the design effect grows with per-key differences
+and with batch sizes, and only then."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from guards.clustering import design_effect
 from guards.window import ArmWindow, key_bucket
@@ -41,3 +43,28 @@ def test_key_bucket_is_stable_and_independent_of_routing() -> None:
 
     pairs = {(sticky_bucket(f"k{i}") < 500, key_bucket(f"k{i}")) for i in range(5000)}
     assert len(pairs) == 64  # challenger keys (5%) spread over every analysis bucket
+
+
+def test_batches_cost_the_batch_size_an_average_request_sees(rng: np.random.Generator) -> None:
+    sizes = np.repeat([1, 3, 6], [1, 3, 6])  # batches of 1, 3 and 6: sum m^2 / sum m = 4.6
+    w = ArmWindow()
+    w.record_batch(rng.lognormal(0, 1, sizes.size), np.zeros(sizes.size, dtype=np.int64),
+                   batch_size=sizes)
+    d = design_effect(w, ArmWindow())
+    assert d.latency == d.rate == 4.6
+
+
+def test_batches_and_keys_multiply() -> None:
+    def keyed(batch: int) -> tuple[ArmWindow, ArmWindow]:
+        rng = np.random.default_rng(7)  # the same requests each time, only batched or not
+        a, b = _keyed(rng, 20_000, 300, 0.5), _keyed(rng, 2000, 30, 0.5)
+        for w in (a, b):
+            w.record_batch([0.1], [0], batch_size=[batch])
+        return a, b
+
+    alone, batched = design_effect(*keyed(1)), design_effect(*keyed(3))
+    assert alone.latency > 3.0
+    # one request of 22,002 ran in batches of 3 per arm: 1 + 2 * 2 / 22002
+    factor = 1.0 + 4 / 22_002
+    assert batched.latency == pytest.approx(alone.latency * factor)
+    assert batched.rate == pytest.approx(alone.rate * factor)

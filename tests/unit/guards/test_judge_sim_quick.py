@@ -33,16 +33,7 @@ def report() -> dict[str, Any]:
     return run(CFG)
 
 
-KNOWN = {
-    # Requests batched by the model server share one service time; the latency tests count
-    # them as independent events, so a few batches read as a slow tail (issue 11, open).
-    "bursty_batched": "batched requests' shared service times are counted as independent",
-}
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN[n])) if n in KNOWN
-    else n for n in AA_NAMES])
+@pytest.mark.parametrize("name", AA_NAMES)
 def test_aa_variant_rarely_rolls_back(report: dict[str, Any], name: str) -> None:
     r = report["aa"][name]
     limit = quick_limit(r["rollouts"])

@@ -34,6 +34,7 @@ observations = st.builds(
     busy_s=st.floats(min_value=0.0, max_value=1e4, allow_nan=False),
     ttft_s=st.none() | st.floats(min_value=0.0, max_value=100.0, allow_nan=False),
     key_bucket=st.none() | st.integers(0, KEY_BUCKETS - 1),
+    batch_size=st.integers(1, 16),
 )
 
 
@@ -98,6 +99,7 @@ def test_record_batch_equals_repeated_record(obs: list[Observation], rnd: object
         output_value=col("output_value"), input_value=col("input_value"),
         tokens_in=col("tokens_in"), tokens_out=col("tokens_out"), busy_s=col("busy_s"),
         ttft_s=col("ttft_s"), key_bucket=col("key_bucket", -1),
+        batch_size=col("batch_size"),
     )
     assert batch == one
 
@@ -318,3 +320,16 @@ def test_record_is_cheap() -> None:
         w.record(obs)
     per_call = (time.perf_counter() - t) / n
     assert per_call < 20e-6  # a few microseconds normally; loose for slow CI machines
+
+
+def test_batch_excess_counts_judged_requests_and_survives_encoding() -> None:
+    w = ArmWindow()
+    w.record(Observation(0.5, Outcome.OK, batch_size=4))
+    w.record(Observation(0.5, Outcome.SERVER_ERROR, batch_size=4))  # a batch shares its fate
+    w.record(Observation(0.5, Outcome.CLIENT_ERROR, batch_size=4))  # never judged
+    w.record(Observation(0.5, Outcome.OK))
+    assert w.batch_excess == 6
+    assert ArmWindow.from_bytes(w.to_bytes()).batch_excess == 6
+    earlier = w.copy()
+    w.record(Observation(0.5, Outcome.OK, batch_size=2))
+    assert w.minus(earlier).batch_excess == 1
