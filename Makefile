@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-PACKAGES := gateway guards model_registry gpu_monitor
+PACKAGES := core gateway guards model_registry gpu_monitor
 
 .PHONY: install demo test lint typecheck unit bench bench-serving clean
 

@@ -2,9 +2,9 @@
 
 1. Weights: `--champion-weights` / `--challenger-weights` (or GATEWAY_LLM_WEIGHTS), else the
    smallest Hugging Face causal-LM checkpoint found on local disk (HF cache, /models, ...),
-   else two tiny Llama checkpoints built here (gateway.llm.hf_tiny; no hub download ever).
+   else two tiny Llama checkpoints built here (gateway.serving.llm.hf_tiny; no hub download ever).
 2. Both are registered in a fresh SQLite MLflow registry (weights pointers, see
-   gateway/backends/vllm.py), the first as `champion`.
+   gateway/serving/backends/vllm.py), the first as `champion`.
 3. direct: each version is served by a `VllmBackend` in this process, one after the other,
    and driven with the same streamed chat requests (HaluEval questions with their context).
 4. gateway: when the ingress serves /v1/chat/completions and `make_backend` knows "vllm",
@@ -70,7 +70,7 @@ def _parse_args() -> argparse.Namespace:
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from gateway.backends.vllm import register_vllm_weights, runtime_problems
+    from gateway.serving.backends.vllm import register_vllm_weights, runtime_problems
     from model_registry.refs import CHAMPION
     from model_registry.registry import ModelRegistry
 
@@ -115,8 +115,8 @@ def _weights(args: argparse.Namespace, workdir: Path) -> tuple[tuple[Path, Path]
     found = _find_local_checkpoint()
     if found is not None:
         return (found, found), f"found on disk: {found}"
-    from gateway.llm.hf_tiny import TinyLlamaSpec, build_tiny_llama
-    from gateway.llm.textgen import load_corpus
+    from gateway.serving.llm.hf_tiny import TinyLlamaSpec, build_tiny_llama
+    from gateway.serving.llm.textgen import load_corpus
 
     corpus = load_corpus()
     champion = build_tiny_llama(workdir / "tiny-llama-a", corpus, TinyLlamaSpec(seed=0))
@@ -202,7 +202,7 @@ class ArmStats:
 
 def _direct_arm(registry: Any, ref: Any, prompts: list[dict[str, Any]],
                 args: argparse.Namespace) -> dict[str, Any]:
-    from gateway.backends.vllm import VllmBackend
+    from gateway.serving.backends.vllm import VllmBackend
     from model_registry.testing import use_tracking_uri
 
     backend = VllmBackend(gpu_memory_utilization=args.gpu_memory_utilization,
@@ -222,7 +222,7 @@ def _direct_arm(registry: Any, ref: Any, prompts: list[dict[str, Any]],
 
 async def _drive_backend(backend: Any, prompts: list[dict[str, Any]],
                          args: argparse.Namespace) -> ArmStats:
-    from gateway.llm.openai_api import StreamTally, parse_chat
+    from gateway.serving.llm.openai_api import StreamTally, parse_chat
 
     stats = ArmStats()
     gate = asyncio.Semaphore(args.concurrency)
@@ -258,8 +258,8 @@ def _record(stats: ArmStats, started: float, ttft: float | None, tpot: float | N
 
 def _gateway_support() -> str | None:
     """Why the gateway cannot serve LLMs yet (None when it can)."""
-    from gateway.backends.base import make_backend
-    from gateway.errors import ConfigError
+    from core.errors import ConfigError
+    from gateway.serving.backends.factory import make_backend
 
     try:
         make_backend("vllm")

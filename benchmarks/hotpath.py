@@ -32,10 +32,10 @@ def per_call_us(fn: Callable[[], object], loops: int = LOOPS, repeats: int = REP
 
 
 def _ingress_steps() -> dict[str, Callable[[], object]]:
-    """The ingress's gateway-specific steps of one /v1/predict (see gateway/ingress.py)."""
-    from gateway.http import json_response, parse_json_object
+    """The ingress's gateway-specific steps of one /v1/predict (see gateway/serving/ingress.py)."""
     from gateway.metrics import get_metrics
-    from gateway.routing import Mode, RoutingTable, choose_arm
+    from gateway.serving.http import json_response, parse_json_object
+    from gateway.wire.routing import Mode, RoutingTable, choose_arm
     from guards.window import ArmWindow, Observation, Outcome
     from model_registry.refs import ModelRef
 
@@ -72,7 +72,7 @@ def _bare_ingress_steps() -> dict[str, Callable[[], object]]:
 def hot_path(registry: Any, ref: Any) -> dict[str, Any]:
     """Microseconds per request of the gateway's own code vs the bare composition's."""
     from benchmarks.overhead import PlainModel
-    from gateway.backends.pyfunc import PyfuncBackend
+    from gateway.serving.backends.pyfunc import PyfuncBackend
 
     gateway = {k: per_call_us(f) for k, f in _ingress_steps().items()}
     flush = per_call_us(_flush_step())

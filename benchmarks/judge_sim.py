@@ -5,9 +5,9 @@ rollout state machine. False rollbacks under eight A/A variants, and detection s
                                    [--variant NAME ...] [--workers 2] [--seed 0]
                                    [--out PATH] [--markdown]
 
-A rollout: the default `gateway.rollout.RolloutPolicy` (5% -> 25% -> 50% of traffic, at
+A rollout: the default `gateway.control.rollout.RolloutPolicy` (5% -> 25% -> 50% of traffic, at
 least 200 / 500 / 1000 challenger requests and 30 / 60 / 60 s per step, then promotion),
-driven by `gateway.rollout.observe` with the real judge's verdict at every look (a held
+driven by `gateway.control.rollout.observe` with the real judge's verdict at every look (a held
 verdict stops the step clock; a FAIL rolls back). Requests arrive in simulated time (100-200
 req/s, drawn per rollout) and go through the ingress's rules (`benchmarks.judge_sim_traffic`:
 the challenger's 2 s timeout with failover, the champion censored at the same deadline, only
@@ -24,7 +24,7 @@ A/A variants (challenger = champion): base (i.i.d.); stall (2-6 s during which b
 latencies exceed 2.5 s); load (both arms x2-x3 slower for 20-60 s); bursty_batched (on/off
 Poisson-gamma arrivals, model-server batches sharing one latency draw); sticky (2,000-20,000
 keys, Zipf shares, per-key latency and error differences, routed by
-`gateway.routing.sticky_bucket`); mix_shift (both arms' output, input, KPI and latency shift
+`gateway.wire.routing.sticky_bucket`); mix_shift (both arms' output, input, KPI and latency shift
 mid-rollout); vllm_memory (both arms at the engine's 0.9 preallocation); restart (the
 supervisor restarts mid-rollout: judge state through JSON, 1-5 s of looks lost).
 
@@ -78,7 +78,7 @@ from benchmarks.judge_sim_traffic import (
     Regression,
     Traffic,
 )
-from gateway import rollout as ro
+from gateway.control import rollout as ro
 from guards.context import JudgeContext
 from guards.drift import grouped_psi
 from guards.results import GuardState
@@ -104,7 +104,8 @@ def code_fingerprint(paths: Sequence[str]) -> str:
 
 
 # What the results depend on, taken when this module is imported (the code that runs).
-JUDGE_FINGERPRINT = code_fingerprint(("guards", "gateway/rollout.py", "gateway/routing.py"))
+JUDGE_FINGERPRINT = code_fingerprint(("guards", "gateway/control/rollout.py",
+                                      "gateway/wire/routing.py"))
 SIM_FINGERPRINT = code_fingerprint(("benchmarks/judge_sim_traffic.py",
                                     "benchmarks/judge_sim_memory.py",
                                     "benchmarks/judge_sim_baselines.py")) + f"v{SIM_VERSION}"
@@ -626,7 +627,7 @@ def run(cfg: SimConfig) -> dict[str, Any]:
         "config": asdict(cfg),
         "code": {"judge_fingerprint": JUDGE_FINGERPRINT, "sim_fingerprint": SIM_FINGERPRINT,
                  "judge_fingerprint_now": code_fingerprint(
-                     ("guards", "gateway/rollout.py", "gateway/routing.py"))},
+                     ("guards", "gateway/control/rollout.py", "gateway/wire/routing.py"))},
         "rollout": {"policy": POLICY.to_params(), "flush_s": FLUSH_S, "urgent_flush_s": URGENT_S,
                     "challenger_timeout_s": 2.0, "arrival_rate": "uniform 100-200 req/s"},
         "traffic": {"base": BASE.describe(), "host_dominated": HOST_DOMINATED.describe(),

@@ -2,8 +2,8 @@
 
 A rollout's traffic is generated slice by slice (a slice ends at the next flush), each
 request with an arrival time, an arm (weighted random, or the sticky key's routing bucket as
-`gateway.routing.choose_arm` computes it), a latency, an outcome and what the ingress records
-for it. The ingress's semantics, as in `gateway.ingress`:
+`gateway.wire.routing.choose_arm` computes it), a latency, an outcome and what the ingress records
+for it. The ingress's semantics, as in `gateway.serving.ingress`:
 
 - a challenger call that takes `DEADLINE_S` (2 s) or more times out: TIMEOUT against the
   challenger at the deadline, and the request is retried on the champion (failover), a retry
@@ -14,7 +14,7 @@ for it. The ingress's semantics, as in `gateway.ingress`:
 - only OK replies carry data (busy time, output/input summaries, KPI feedback, hallucination
   scores); failures and client errors carry the latency, the outcome and the key bucket;
 - a failed challenger call (server error or timeout) brings the next flush forward to 0.05 s
-  after it (`gateway.flushtimer`).
+  after it (`gateway.serving.flushtimer`).
 
 Everything is vectorised per slice with numpy; one row per request (`COLS`).
 """
@@ -105,7 +105,7 @@ class Keys:
     """Sticky keys with Zipf-like request shares and per-key differences."""
 
     cdf: Array
-    route: npt.NDArray[np.int64]  # gateway.routing.sticky_bucket, in [0, 10000)
+    route: npt.NDArray[np.int64]  # gateway.wire.routing.sticky_bucket, in [0, 10000)
     bucket: npt.NDArray[np.int64]  # guards.window.key_bucket, in [0, KEY_BUCKETS)
     latency: Array  # per-key latency multiplier
     error: Array  # per-key server-error multiplier (mean 1)
@@ -125,7 +125,7 @@ class Keys:
         bucket = np.empty(n, dtype=np.int64)
         for i in range(n):
             key = f"{tag}-{i}".encode()
-            # the same digests as gateway.routing.sticky_bucket and guards.window.key_bucket
+            # the same digests as gateway.wire.routing.sticky_bucket and guards.window.key_bucket
             route[i] = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(),
                                       "big") % 10_000
             d = hashlib.blake2b(key, digest_size=16).digest()

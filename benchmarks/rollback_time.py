@@ -207,7 +207,7 @@ class RunResult:
 
 def one_run(url: str, token: str, cfg: Any, registry: Any, bad: Any,
             s: Settings) -> RunResult:
-    from gateway.audit import AuditLog
+    from gateway.control.audit import AuditLog
     from model_registry.refs import CHALLENGER
 
     result = RunResult(version=bad.version)

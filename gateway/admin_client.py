@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from gateway.errors import GatewayError
+from core.errors import GatewayError
 
 
 class AdminError(GatewayError):

@@ -14,12 +14,12 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
-from gateway.alerts import make_notifiers
 from gateway.config import GatewayConfig, load_config, parse_config
-from gateway.ingress import Ingress
-from gateway.model_server import ModelServer
-from gateway.routing import Mode, RoutingTable
-from gateway.supervisor import get_or_create_supervisor
+from gateway.control.alerts import make_notifiers
+from gateway.control.supervisor import get_or_create_supervisor
+from gateway.serving.ingress import Ingress
+from gateway.serving.model_server import ModelServer
+from gateway.wire.routing import Mode, RoutingTable
 from model_registry.refs import CHAMPION
 from model_registry.registry import ModelRegistry
 from model_registry.tracking import resolve_tracking_uri
@@ -90,7 +90,7 @@ def deploy(cfg: GatewayConfig, tracking_uri: str | None = None) -> None:
 
 def teardown(cfg: GatewayConfig) -> None:
     """Delete the app and its detached supervisor (it would otherwise outlive the app)."""
-    from gateway.supervisor import kill_supervisor
+    from gateway.control.supervisor import kill_supervisor
 
     serve.delete(cfg.app_name)
     kill_supervisor(cfg.control.supervisor_name, cfg.control.namespace)

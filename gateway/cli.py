@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from gateway.errors import GatewayError
+from core.errors import GatewayError
 
 
 def _serve(args: argparse.Namespace) -> int:

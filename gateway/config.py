@@ -13,11 +13,11 @@ from typing import Any, Literal
 
 import yaml
 
-from gateway.alerts import AlertSpec
-from gateway.configschema import bounded, load
-from gateway.errors import ConfigError
-from gateway.llm.evaluator import EvaluatorConfig
-from gateway.rollout import RolloutPolicy
+from core.configschema import bounded, load
+from core.errors import ConfigError
+from gateway.control.alerts import AlertSpec
+from gateway.control.rollout import RolloutPolicy
+from gateway.serving.llm.evaluator import EvaluatorConfig
 from guards.context import JudgeContext
 from guards.results import TriggerSpec
 from guards.verdict import default_triggers, parse_triggers

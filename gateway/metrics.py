@@ -19,7 +19,6 @@ is defined with it.
 from __future__ import annotations
 
 import enum
-import logging
 import math
 import re
 import threading
@@ -32,7 +31,9 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-log = logging.getLogger("champion_gateway.metrics")
+from core.logs import get_logger
+
+log = get_logger(__name__)
 
 RAY_PREFIX = "ray_"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.errors import GatewayError
+from core.errors import GatewayError
 
 
 class GpuSourceUnavailable(GatewayError):

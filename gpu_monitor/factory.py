@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 
-from gateway.errors import ConfigError
+from core.errors import ConfigError
+from core.logs import get_logger
 from gpu_monitor.cpu import CpuSource
 from gpu_monitor.errors import GpuSourceUnavailable
 from gpu_monitor.nvml import NvmlSource
 from gpu_monitor.source import GpuSource
 
-logger = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SOURCE_KINDS = ("auto", "nvml", "cpu")
 
@@ -50,7 +50,7 @@ def _announce_fallback(reason: str) -> None:
         if _fallback_announced:
             return
         _fallback_announced = True
-    logger.warning(
+    log.warning(
         "gpu_monitor: no NVIDIA GPU readings (%s); using the CPU source: per-process resident "
         "memory labelled device='cpu'",
         reason,

@@ -5,7 +5,6 @@ pynvml is imported lazily so that importing gpu_monitor never needs an NVIDIA st
 
 from __future__ import annotations
 
-import logging
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -13,10 +12,11 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from core.logs import get_logger
 from gpu_monitor.errors import GpuSourceUnavailable
 from gpu_monitor.samples import DeviceSample, ProcessSample, Snapshot, cuda_device_label
 
-logger = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _MILLIWATTS_PER_WATT = 1000.0
 
@@ -96,7 +96,7 @@ class NvmlSource:
         try:
             self._nvml.nvmlShutdown()
         except self._nvml.NVMLError as exc:
-            logger.debug("nvmlShutdown failed: %s", exc)
+            log.debug("nvmlShutdown failed: %s", exc)
 
     # -- discovery -------------------------------------------------------------------------
 
@@ -184,7 +184,7 @@ class NvmlSource:
             # every time and must not flood the log.
             if not quiet and what not in self._warned:
                 self._warned.add(what)
-                logger.info("gpu_monitor: NVML cannot read %s (%s); reporting None", what, exc)
+                log.info("gpu_monitor: NVML cannot read %s (%s); reporting None", what, exc)
             return None
 
 

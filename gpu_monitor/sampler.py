@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
 
-from gateway.errors import ConfigError
+from core.errors import ConfigError
+from core.logs import get_logger
 from gpu_monitor.samples import Snapshot
 from gpu_monitor.source import GpuSource
 
-logger = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class Sampler:
@@ -132,7 +132,7 @@ class Sampler:
                 self._suppressed += 1
                 return
             suppressed, self._suppressed, self._last_error_log = self._suppressed, 0, now
-            logger.exception(
+            log.exception(
                 "gpu_monitor: sampling %r failed (%d similar failures suppressed since the last "
                 "report)",
                 self._source.name,

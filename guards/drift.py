@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from gateway.errors import ConfigError
+from core.errors import ConfigError
 from guards.base import COMMON_PARAMS, SequentialGuard
 from guards.context import JudgeContext
 from guards.look import Look

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gateway.errors import ConfigError
+from core.errors import ConfigError
 from guards.scorers.base import Scorer, ScorerError
 from guards.scorers.groundedness import DEFAULT_THRESHOLD, GroundednessScorer
 from guards.scorers.http_service import HttpScorer

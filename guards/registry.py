@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.errors import ConfigError
+from core.errors import ConfigError
 from guards.base import Guard, GuardFactory
 from guards.context import JudgeContext
 from guards.cost import CostGuard

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
-from gateway.errors import ConfigError
+from core.errors import ConfigError
 from guards.base import Guard
 from guards.context import ArmResources, JudgeContext, ResourceReadings
 from guards.incident import RUN_SHARE

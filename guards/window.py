@@ -64,7 +64,7 @@ class Observation:
 def key_bucket(key: str) -> int:
     """The analysis bucket of a sticky key, in [0, KEY_BUCKETS).
 
-    Taken from other digest bytes than the routing bucket (`gateway.routing.sticky_bucket`),
+    Taken from other digest bytes than the routing bucket (`gateway.wire.routing.sticky_bucket`),
     so which keys share an analysis bucket is independent of which arm they are routed to.
     """
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()

@@ -10,14 +10,14 @@ other threads using MLflow (and `setenv` is not thread-safe); process-wide defau
 
 from __future__ import annotations
 
-import logging
 import os
 
 import httpx
 
+from core.logs import get_logger
 from model_registry.errors import RegistryUnavailableError
 
-_log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_PROBE_TIMEOUT_S = 2.0
 # Connection refused then fails in ~1-3 s (two quick retries) instead of minutes; 10 s per
@@ -37,7 +37,7 @@ def apply_fast_fail_defaults() -> dict[str, str]:
             os.environ[key] = value
             applied[key] = value
     if applied:
-        _log.info("MLflow HTTP client set to fail fast (process-wide): %s", applied)
+        log.info("MLflow HTTP client set to fail fast (process-wide): %s", applied)
     return applied
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from gateway.errors import GatewayError
+from core.errors import GatewayError
 
 
 def redact_uri(uri: str) -> str:

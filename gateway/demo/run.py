@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import ControlConfig, GatewayConfig, HttpConfig, SupervisorConfig
+from gateway.control.rollout import RolloutPolicy, Step
 from gateway.demo.models import (
     Faults,
     LinearModel,
@@ -25,7 +26,6 @@ from gateway.demo.models import (
     train_mlp,
 )
 from gateway.demo.traffic import TrafficStats, drive
-from gateway.rollout import RolloutPolicy, Step
 from model_registry.refs import CHALLENGER, CHAMPION, ModelRef
 from model_registry.registry import ModelRegistry
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from gateway.errors import GatewayError
+from core.errors import GatewayError
 
 
 class ScorerError(GatewayError):

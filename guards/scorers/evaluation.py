@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.errors import InputError
+from core.errors import InputError
 from guards.scorers.base import Scorer
 
 

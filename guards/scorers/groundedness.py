@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from gateway.errors import ConfigError
+from core.errors import ConfigError
 from guards.scorers.base import ScorerError
 from guards.scorers.text import Token, bigrams, content_keys, tokenise
 

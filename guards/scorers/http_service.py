@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from gateway.errors import ConfigError
+from core.errors import ConfigError
 from guards.scorers.base import ScorerError
 
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})

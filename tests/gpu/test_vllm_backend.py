@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from gateway.backends.vllm import (
+from core.errors import InputError, ModelLoadError
+from gateway.serving.backends.vllm import (
     INSTALL_HINT,
     WEIGHTS_URI_TAG,
     EngineLoop,
@@ -26,8 +27,7 @@ from gateway.backends.vllm import (
     resolve_weights_dir,
     runtime_problems,
 )
-from gateway.errors import InputError, ModelLoadError
-from gateway.llm.openai_api import parse_chat, parse_completion
+from gateway.serving.llm.openai_api import parse_chat, parse_completion
 from model_registry.refs import ModelRef
 from model_registry.registry import ModelRegistry
 from model_registry.testing import log_linear_model, use_tracking_uri
@@ -182,8 +182,8 @@ def test_relay_passes_errors_and_cancels_the_producer(engine_loop: EngineLoop) -
 def served(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[VllmBackend]:
     pytest.importorskip("vllm", reason="the `vllm` extra is not installed")
-    from gateway.llm.hf_tiny import build_tiny_llama
-    from gateway.llm.textgen import load_corpus
+    from gateway.serving.llm.hf_tiny import build_tiny_llama
+    from gateway.serving.llm.textgen import load_corpus
 
     weights = build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), load_corpus())
     ref = register_vllm_weights(registry, weights, "tiny llama")

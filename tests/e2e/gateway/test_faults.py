@@ -11,7 +11,7 @@ import pytest
 
 from gateway.demo.models import Faults
 from gateway.demo.run import register_pyfunc_model
-from gateway.routing import sticky_bucket
+from gateway.wire.routing import sticky_bucket
 from tests.e2e.gateway.harness import (
     blast,
     deployed,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditLog
+from gateway.control.audit import AuditLog
+from gateway.control.supervisor import JUDGE_TAG, decode_judge_state
 from gateway.demo.models import Faults
-from gateway.supervisor import JUDGE_TAG, decode_judge_state
 from model_registry.refs import CHAMPION, PREVIOUS_CHAMPION, ModelRef
 from model_registry.registry import ModelRegistry
 from tests.e2e.gateway.harness import deployed, wait_for

@@ -13,7 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.llm.textgen import GroundedLM, UngroundedLM, load_corpus, register_textgen, train_lm
+from gateway.serving.llm.textgen import (
+    GroundedLM,
+    UngroundedLM,
+    load_corpus,
+    register_textgen,
+    train_lm,
+)
 from model_registry.refs import ModelRef
 from model_registry.registry import ModelRegistry
 from tests.e2e.gateway.harness import Deployed, deployed, gateway_config

@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from gateway.llm.textgen import GroundedLM, UngroundedLM, load_corpus, register_textgen, train_lm
+from gateway.serving.llm.textgen import (
+    GroundedLM,
+    UngroundedLM,
+    load_corpus,
+    register_textgen,
+    train_lm,
+)
 from model_registry.refs import CHALLENGER, ModelRef
 from model_registry.registry import ModelRegistry
 from tests.e2e.gateway.harness import deployed, gateway_config, wait_for

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gateway.audit import AuditLog
+from gateway.control.audit import AuditLog
 from gateway.demo.models import Faults
 from model_registry.refs import CHALLENGER, ModelRef
 from model_registry.registry import ModelRegistry

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ConfigError
 from gateway.config import GatewayConfig, load_config, parse_config
-from gateway.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from gateway.errors import ConfigError, GatewayError
+from core.errors import ConfigError, GatewayError
 from gpu_monitor import (
     CpuSource,
     GpuSource,
@@ -34,7 +34,7 @@ def fresh_notice(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _fallback_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == factory.__name__]
+    return [r for r in caplog.records if r.name == factory.log.name]
 
 
 def test_unknown_kind_is_a_config_error_naming_it() -> None:
@@ -61,7 +61,7 @@ def test_pynvml_missing_auto_falls_back_with_one_log_line(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)
-    caplog.set_level(logging.INFO, logger="gpu_monitor")
+    caplog.set_level(logging.INFO, logger="champion_gateway.gpu_monitor")
     sources = [make_gpu_source("auto") for _ in range(3)]
     for source in sources:
         snap = source.sample([os.getpid()])
@@ -81,7 +81,7 @@ def test_nvml_init_failing_forced_raises_and_auto_falls_back(
     # Real failure: pynvml is installed but there is no NVIDIA driver here.
     with pytest.raises(GpuSourceUnavailable, match="nvml"):
         make_gpu_source("nvml")
-    caplog.set_level(logging.INFO, logger="gpu_monitor")
+    caplog.set_level(logging.INFO, logger="champion_gateway.gpu_monitor")
     first, second = make_gpu_source(), make_gpu_source("auto")
     assert isinstance(first, CpuSource) and isinstance(second, CpuSource)
     lines = _fallback_lines(caplog)

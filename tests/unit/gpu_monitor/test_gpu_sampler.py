@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from gateway.errors import ConfigError
+from core.errors import ConfigError
 from gpu_monitor import CpuSource, Sampler, Snapshot
 
 
@@ -80,12 +80,12 @@ def test_set_pids_applies_to_the_next_sample() -> None:
 def test_failing_samples_do_not_kill_the_thread_and_are_logged_rate_limited(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="gpu_monitor")
+    caplog.set_level(logging.ERROR, logger="champion_gateway.gpu_monitor")
     source = FlakySource()
     with Sampler(source, interval_s=0.005, pids=[os.getpid()]) as sampler:
         _wait_for(lambda: sampler.error_count >= 5 and len(sampler.history()) >= 5)
         assert sampler.running
-    errors = [r for r in caplog.records if r.name == "gpu_monitor.sampler"]
+    errors = [r for r in caplog.records if r.name == "champion_gateway.gpu_monitor.sampler"]
     assert len(errors) == 1  # rate limited to one per minute
     assert "flaky" in errors[0].getMessage() and errors[0].exc_info is not None
 

@@ -122,7 +122,7 @@ def test_one_unreadable_field_is_none_and_logged_once(
 ) -> None:
     board = _Board(b"T4", GIB, 16 * GIB, None, 40, None, [_Proc(5, GIB)])
     _install(monkeypatch, _fake_pynvml([board]))
-    caplog.set_level(logging.INFO, logger="gpu_monitor")
+    caplog.set_level(logging.INFO, logger="champion_gateway.gpu_monitor")
     source = NvmlSource()
     for _ in range(3):
         (dev,) = source.sample([5]).devices

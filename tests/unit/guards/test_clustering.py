@@ -39,7 +39,7 @@ def test_keys_that_differ_inflate_the_variance(rng: np.random.Generator) -> None
 
 def test_key_bucket_is_stable_and_independent_of_routing() -> None:
     assert key_bucket("user-1") == key_bucket("user-1")
-    from gateway.routing import sticky_bucket
+    from gateway.wire.routing import sticky_bucket
 
     pairs = {(sticky_bucket(f"k{i}") < 500, key_bucket(f"k{i}")) for i in range(5000)}
     assert len(pairs) == 64  # challenger keys (5%) spread over every analysis bucket

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.errors import ConfigError
+from core.errors import ConfigError
 from guards.context import JudgeContext
 from guards.drift import InputDriftGuard, OutputDriftGuard, grouped_psi
 from guards.results import GuardResult, GuardState

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import ConfigError, GatewayError
+from core.errors import ConfigError, GatewayError
 from guards.hallucination import (
     DEFAULT_SCORER,
     DEFAULT_THRESHOLD,

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from gateway.errors import ConfigError
+from core.errors import ConfigError
 from guards.results import TriggerSpec
 from guards.verdict import (
     Action,

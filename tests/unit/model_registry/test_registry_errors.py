@@ -11,7 +11,7 @@ from mlflow.protos.databricks_pb2 import (
     TEMPORARILY_UNAVAILABLE,
 )
 
-from gateway.errors import GatewayError
+from core.errors import GatewayError
 from model_registry.errors import (
     AliasNotFoundError,
     ModelNotFoundError,

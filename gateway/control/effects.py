@@ -1,0 +1,295 @@
+"""The side effects of rollout decisions: registry, audit, MLflow run, alerts, resources.
+
+Runs in worker threads of the supervisor (MLflow calls block). Each effect is isolated: a
+failing registry, MLflow or notifier is logged and never stops the others, and never undoes
+the routing change that was already published.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from core.logs import get_logger
+from gateway.config import GatewayConfig
+from gateway.control import rollout as ro
+from gateway.control.alerts import Alert, AlertDispatcher, make_notifiers
+from gateway.control.audit import AuditLog, AuditRecord, RolloutRun
+from gateway.control.scaling import scale_deployment, slot_deployment
+from gateway.metrics import get_metrics
+from gpu_monitor import Sampler, make_gpu_source
+from guards.context import ArmResources, ResourceReadings
+from guards.results import Action
+from guards.verdict import Verdict
+from guards.window import ArmWindow
+from model_registry.refs import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
+from model_registry.registry import ModelRegistry
+
+log = get_logger(__name__)
+
+VERDICT_TAG = "gateway.verdict"
+WARMUP_S = 30.0  # memory growth right after a model loads is not counted as creep
+
+
+def _failing_guard(verdict: Any) -> str | None:
+    if not verdict:
+        return None
+    if verdict.get("catastrophic"):
+        return "catastrophic"
+    return next((r["guard"] for r in verdict.get("results", []) if r.get("state") == "fail"),
+                None)
+
+
+def engine_memory(profiles: Sequence[Mapping[str, Any]], total: int
+                   ) -> tuple[int, float | None]:
+    """Bytes the slot's engines preallocate on the device (their reserved share of it, at
+    most the device) and their highest saturation signal, if any reports one."""
+    reserved = sum(float(p.get("reserved_fraction") or 0.0) for p in profiles) * total
+    usages = [float(u) for p in profiles if (u := p.get("engine_usage")) is not None]
+    return min(int(reserved), total), (max(usages) if usages else None)
+
+
+@contextlib.contextmanager
+def _isolated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception:
+        log.exception("%s failed (the rollout decision stands)", what)
+
+
+class EffectRunner:
+    def __init__(self, cfg: GatewayConfig, registry: ModelRegistry, tracking_uri: str) -> None:
+        self._cfg = cfg
+        self._registry = registry
+        self._tracking_uri = tracking_uri
+        self._audit = AuditLog(cfg.supervisor.audit_path)
+        self._alerts = AlertDispatcher(make_notifiers(cfg.alerts))
+        self._runs: dict[str, RolloutRun] = {}
+        self._champion_replicas = cfg.slots.num_replicas
+        self._pids: dict[tuple[str, str], int] = {}
+        # 10 minutes at the default interval: memory growth is judged over the rollout.
+        self._sampler = Sampler(make_gpu_source("auto"), cfg.supervisor.resource_interval_s,
+                                history_size=300)
+        self._sampler.start()
+        # Requests each slot had served when a memory sample was first seen, by timestamp.
+        self._served_at: dict[float, dict[str, int]] = {}
+
+    # --- called by the supervisor ----------------------------------------------------------
+
+    def record(self, old: ro.RolloutState, new: ro.RolloutState, event: ro.Event,
+               table_to: int, table_from: int) -> None:
+        """The durable record, right after the routing change: registry, then audit log."""
+        with _isolated(f"registry update for {event.name}"):
+            self._update_registry(old, new, event)
+        with _isolated("audit record"):
+            self._audit.append(self._record(old, new, event, table_from, table_to))
+
+    def notify_and_track(self, old: ro.RolloutState, new: ro.RolloutState, event: ro.Event,
+                         champion: ArmWindow, challenger: ArmWindow) -> None:
+        """Then the alert, then the MLflow rollout run (seconds: reports, artifacts)."""
+        if event.alert:
+            with _isolated("alert"):
+                self._alerts.dispatch(self._alert(old, new, event))
+        if event.name == "rolled_back" and event.action is Action.ROLLBACK_AND_SCALE:
+            with _isolated("scaling the champion"):
+                self._scale_champion(new.champion_slot)
+        with _isolated("MLflow rollout run"):
+            self._track_run(old, new, event, champion, challenger)
+
+    def audit_manual(self, state: ro.RolloutState, actor: str, reason: str,
+                     table_version: int) -> None:
+        with _isolated("audit record"):
+            self._audit.append(self._record(state, state, ro.Event("weights_set", actor=actor,
+                                                                     reason=reason),
+                                             table_version, table_version))
+
+    def record_verdict_metrics(self, verdict: Verdict) -> None:
+        metrics = get_metrics()
+        for r in verdict.results:
+            metrics.guard(r.guard, r.state.value, r.value, r.threshold)
+
+    def record_event_metrics(self, event: ro.Event) -> None:
+        """Verdicts that moved the rollout, and rollbacks, by a short reason code."""
+        metrics = get_metrics()
+        guard = _failing_guard(event.verdict)
+        if event.verdict is not None or event.action is not None:
+            metrics.verdict(event.action.value if event.action else event.name,
+                            guard or event.name)
+        if event.name in ("rolled_back", "restored"):
+            cause = "guard" if guard else ("manual" if event.actor != "supervisor"
+                                           else "deadline")
+            metrics.rollback(cause, guard or "none")
+
+    def record_arm_metrics(self, state: ro.RolloutState, champion: ArmWindow,
+                           challenger: ArmWindow, resources: ResourceReadings | None) -> None:
+        """Cost per inference and memory per arm (gauges), refreshed every control tick."""
+        metrics = get_metrics()
+        price = self._cfg.judge.price_per_replica_second
+        arms = (("champion", state.champion, champion,
+                 resources.champion if resources else None),
+                ("challenger", state.challenger, challenger,
+                 resources.challenger if resources else None))
+        device = self._sampler.latest()
+        label = device.devices[0].device if device and device.devices else "cpu"
+        for arm, ref, window, res in arms:
+            if ref is None:
+                continue
+            if price is not None and window.n_requests:
+                metrics.cost(arm, ref.version, price * window.busy_s / window.n_requests)
+            if res is not None:
+                metrics.memory(arm, ref.version, label, res.used_bytes, res.total_bytes)
+
+    def watch_pid(self, slot: str, replica_id: str, pid: Any) -> None:
+        if isinstance(pid, int):
+            self._pids[(slot, replica_id)] = pid
+            self._sampler.set_pids(self._pids.values())
+
+    def resources(self, state: ro.RolloutState, served: Mapping[str, int] | None = None,
+                  engines: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+                  ) -> ResourceReadings | None:
+        """Memory of each arm's replicas, from the gpu_monitor samples since the challenger
+        was loaded (plus `WARMUP_S`: loading and the first requests grow a process's memory
+        once, which is not a leak), across canary steps, with the requests each slot had
+        served at each sample (`served`: slot -> cumulative requests, now) and what each
+        slot's engine says of its memory (`engines`: slot -> its replicas' memory profiles,
+        `gateway.serving.backends.MemoryProfile` as dicts)."""
+        history = self._sampler.history()
+        if not history:
+            return None
+        self._note_served(history[-1].timestamp, served or {})
+        start = (state.loaded_at or state.phase_started_at) + WARMUP_S
+        snaps = [snap for snap in history if snap.timestamp >= start] or history[-1:]
+
+        def arm(slot: str) -> ArmResources | None:
+            pids = [p for (s, _), p in self._pids.items() if s == slot]
+            used = [sum(snap.process_memory_bytes(p) or 0 for p in pids) for snap in snaps]
+            device = history[-1].devices[0] if history[-1].devices else None
+            total = device.memory_total_bytes if device else None
+            if not pids or not used[-1] or not total:
+                return None
+            counts = [self._served_at.get(snap.timestamp, {}).get(slot) for snap in snaps]
+            # samples from before this supervisor saw them (a restart) have no request count
+            known = [(u, c) for u, c in zip(used, counts, strict=True) if c is not None]
+            hist, requests = (tuple(u for u, _ in known), tuple(c for _, c in known)) \
+                if len(known) >= 2 else (tuple(used), ())
+            reserved, usage = engine_memory((engines or {}).get(slot, ()), total)
+            return ArmResources(used_bytes=used[-1], total_bytes=total, history=hist,
+                                requests=requests, reserved_bytes=reserved, engine_usage=usage)
+
+        return ResourceReadings(champion=arm(state.champion_slot),
+                                challenger=arm(state.free_slot))
+
+    def _note_served(self, timestamp: float, served: Mapping[str, int]) -> None:
+        if timestamp not in self._served_at:
+            self._served_at[timestamp] = dict(served)
+            keep = {s.timestamp for s in self._sampler.history()}
+            for ts in [t for t in self._served_at if t not in keep]:
+                del self._served_at[ts]
+
+    def close(self) -> None:
+        self._sampler.stop()
+        self._alerts.flush(5.0)
+        self._alerts.close()
+
+    # --- pieces ----------------------------------------------------------------------------
+
+    def _scale_champion(self, slot: str) -> None:
+        """One more champion replica: it now takes all traffic (and the breach that
+        asked for scaling was about capacity, e.g. memory)."""
+        self._champion_replicas = max(self._champion_replicas, self._cfg.slots.num_replicas) + 1
+        scale_deployment(self._cfg.app_name, slot_deployment(slot), self._champion_replicas)
+
+    def _update_registry(self, old: ro.RolloutState, new: ro.RolloutState,
+                         event: ro.Event) -> None:
+        reg, actor, reason = self._registry, event.actor, event.reason
+        if event.name in ("rolled_back", "load_failed") and old.challenger is not None:
+            version = old.challenger.version
+            if reg.alias_version(CHALLENGER) == version:
+                reg.delete_alias(CHALLENGER, actor=actor, reason=reason)
+            self._tag(version, event.name, reason)
+        elif event.name == "promoted" and old.challenger and old.champion:
+            reg.set_alias(PREVIOUS_CHAMPION, old.champion.version, actor=actor, reason=reason)
+            reg.set_alias(CHAMPION, old.challenger.version, actor=actor, reason=reason)
+            if reg.alias_version(CHALLENGER) == old.challenger.version:
+                reg.delete_alias(CHALLENGER, actor=actor, reason=reason)
+            self._tag(old.challenger.version, "promoted", reason)
+        elif event.name == "restored" and new.champion and old.champion:
+            reg.set_alias(CHAMPION, new.champion.version, actor=actor, reason=reason)
+            reg.set_alias(PREVIOUS_CHAMPION, old.champion.version, actor=actor, reason=reason)
+            self._tag(old.champion.version, "rolled_back_after_promotion", reason)
+
+    def _tag(self, version: str, verdict: str, reason: str) -> None:
+        self._registry.set_version_tag(version, VERDICT_TAG, verdict)
+        self._registry.set_version_tag(version, "gateway.reason", reason[:4000])
+        self._registry.set_version_tag(version, "gateway.decided_at",
+                                       time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    def _record(self, old: ro.RolloutState, new: ro.RolloutState, event: ro.Event,
+                table_from: int, table_to: int) -> AuditRecord:
+        challenger = new.challenger or old.challenger
+        champion = new.champion or old.champion
+        return AuditRecord(
+            time=time.time(), event=event.name, actor=event.actor, model=self._cfg.model.name,
+            rollout_id=new.rollout_id or old.rollout_id, phase_from=old.phase.value,
+            phase_to=new.phase.value, table_version_from=table_from, table_version_to=table_to,
+            champion_version=champion.version if champion else None,
+            challenger_version=challenger.version if challenger else None,
+            reason=event.reason, verdict=event.verdict)
+
+    def _alert(self, old: ro.RolloutState, new: ro.RolloutState, event: ro.Event) -> Alert:
+        challenger = old.challenger or new.challenger
+        champion = new.champion
+        what = f"v{challenger.version}" if challenger else "challenger"
+        return Alert(
+            title=f"{self._cfg.app_name}: {self._cfg.model.name} {what} {event.name}",
+            severity=event.alert or "info", summary=event.reason or event.name,
+            model=self._cfg.model.name, rollout_id=new.rollout_id or old.rollout_id,
+            champion_version=champion.version if champion else None,
+            challenger_version=challenger.version if challenger else None,
+            action=event.action.value if event.action else event.name,
+            reasons=tuple(r for r in event.reason.split("; ") if r),
+            details={"verdict": event.verdict} if event.verdict else {})
+
+    def _track_run(self, old: ro.RolloutState, new: ro.RolloutState, event: ro.Event,
+                   champion: ArmWindow, challenger: ArmWindow) -> None:
+        rid = new.rollout_id
+        if rid is None:
+            return
+        run = self._runs.get(rid)
+        if run is None and event.name != "rollout_started":  # e.g. after a restart
+            run = RolloutRun.find(self._tracking_uri, self._cfg.supervisor.rollout_experiment,
+                                  rid)
+        if event.name == "rollout_started" and new.challenger and new.champion:
+            self._runs[rid] = RolloutRun.start(
+                self._tracking_uri, self._cfg.supervisor.rollout_experiment, rid,
+                self._cfg.model.name, new.champion.version, new.challenger.version,
+                self._cfg.rollout.to_params())
+            return
+        if run is None:
+            return
+        if event.verdict:
+            run.log_guards(old.step, list(event.verdict.get("results", [])))
+        if new.phase in (ro.Phase.PROMOTED, ro.Phase.ROLLED_BACK, ro.Phase.FAILED):
+            with tempfile.TemporaryDirectory() as tmp:
+                artifacts = self._drift_report(champion, challenger, Path(tmp))
+                run.finish(new.phase.value, event.reason, event.verdict, artifacts)
+            self._runs.pop(rid, None)
+
+    @staticmethod
+    def _drift_report(champion: ArmWindow, challenger: ArmWindow,
+                      folder: Path) -> dict[str, Path]:
+        if champion.is_empty() or challenger.is_empty():
+            return {}
+        render: Callable[..., Path]
+        from guards.drift_report import render_drift_report as render
+
+        try:
+            return {"drift_report.html": render(champion, challenger,
+                                                folder / "drift_report.html")}
+        except ValueError as exc:  # e.g. no outputs to compare (every call failed)
+            log.info("no drift report: %s", exc)
+            return {}

@@ -1,0 +1,382 @@
+"""The rollout state machine. Pure: no Ray, no I/O, no clock (callers pass `now`).
+
+    idle -> loading -> shadow? -> canary(step i) -> promoted | rolled_back | paused | failed
+
+Every transition returns the new `RolloutState` and one `Event` saying what happened; the
+supervisor derives the routing table from the state (`table_for`) and carries out the
+event's side effects (registry, audit, alert) in a fixed order.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from core.configschema import bounded
+from gateway.wire.routing import SLOTS, Mode, RoutingTable
+from guards.results import Action, GuardState
+from guards.verdict import Verdict
+from model_registry.refs import ModelRef
+
+
+class Phase(enum.StrEnum):
+    IDLE = "idle"
+    LOADING = "loading"
+    SHADOW = "shadow"
+    CANARY = "canary"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    PAUSED = "paused"
+    FAILED = "failed"
+
+
+ACTIVE = frozenset({Phase.LOADING, Phase.SHADOW, Phase.CANARY, Phase.PAUSED})
+JUDGED = frozenset({Phase.SHADOW, Phase.CANARY, Phase.PAUSED})
+
+
+@dataclass(frozen=True)
+class Step:
+    weight: float = bounded(10.0, gt=0.0, le=100.0)
+    min_requests: int = bounded(100, ge=0)
+    min_duration_s: float = bounded(10.0, ge=0.0)
+
+
+@dataclass(frozen=True)
+class ShadowPolicy:
+    enabled: bool = False
+    min_requests: int = bounded(100, ge=0)
+    min_duration_s: float = bounded(10.0, ge=0.0)
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    steps: tuple[Step, ...] = (Step(5.0, 200, 30.0), Step(25.0, 500, 60.0),
+                               Step(50.0, 1000, 60.0))
+    shadow: ShadowPolicy = field(default_factory=ShadowPolicy)
+    # A step that stays inconclusive this long is paused (or rolled back) instead of waiting.
+    step_deadline_s: float = bounded(900.0, gt=0.0)
+    on_deadline: Literal["pause", "rollback"] = "pause"
+    auto_promote: bool = True
+    # The old champion stays loaded this long after a promotion, for an instant rollback.
+    rollback_window_s: float = bounded(300.0, ge=0.0)
+    load_timeout_s: float = bounded(300.0, gt=0.0)
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            raise ValueError("steps: at least one step is required")
+        weights = [s.weight for s in self.steps]
+        if weights != sorted(weights) or len(set(weights)) != len(weights):
+            raise ValueError(f"steps: weights must strictly increase, got {weights}")
+
+    def to_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {f"step{i}.{k}": v for i, s in enumerate(self.steps)
+                                  for k, v in vars(s).items()}
+        params.update({f"shadow.{k}": v for k, v in vars(self.shadow).items()})
+        params.update(step_deadline_s=self.step_deadline_s, on_deadline=self.on_deadline,
+                      auto_promote=self.auto_promote, rollback_window_s=self.rollback_window_s,
+                      load_timeout_s=self.load_timeout_s)
+        return params
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    phase: Phase = Phase.IDLE
+    champion_slot: str = "a"
+    slot_models: Mapping[str, ModelRef | None] = field(default_factory=dict)
+    rollout_id: str | None = None
+    challenger: ModelRef | None = None
+    previous_champion: ModelRef | None = None
+    step: int = 0
+    phase_started_at: float = 0.0
+    step_base_requests: int = 0
+    paused_phase: Phase | None = None
+    awaiting_promotion: bool = False
+    promoted_at: float | None = None
+    reason: str = ""
+    # Both arms degraded together since then: the step clock is stopped (a shared incident).
+    held_since: float | None = None
+    loaded_at: float | None = None  # when the challenger passed its health check
+
+    @property
+    def champion(self) -> ModelRef | None:
+        return self.slot_models.get(self.champion_slot)
+
+    @property
+    def free_slot(self) -> str:
+        return next(s for s in SLOTS if s != self.champion_slot)
+
+    def to_dict(self) -> dict[str, Any]:
+        def ref(r: ModelRef | None) -> dict[str, Any] | None:
+            return r.to_dict() if r else None
+
+        return {"phase": self.phase.value, "champion_slot": self.champion_slot,
+                "slot_models": {s: ref(r) for s, r in self.slot_models.items()},
+                "rollout_id": self.rollout_id, "challenger": ref(self.challenger),
+                "previous_champion": ref(self.previous_champion), "step": self.step,
+                "phase_started_at": self.phase_started_at,
+                "step_base_requests": self.step_base_requests,
+                "paused_phase": self.paused_phase.value if self.paused_phase else None,
+                "awaiting_promotion": self.awaiting_promotion, "promoted_at": self.promoted_at,
+                "reason": self.reason, "held_since": self.held_since,
+                "loaded_at": self.loaded_at}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RolloutState:
+        def ref(r: Any) -> ModelRef | None:
+            return ModelRef.from_dict(r) if r else None
+
+        return cls(phase=Phase(d["phase"]), champion_slot=d["champion_slot"],
+                   slot_models={s: ref(r) for s, r in d["slot_models"].items()},
+                   rollout_id=d.get("rollout_id"), challenger=ref(d.get("challenger")),
+                   previous_champion=ref(d.get("previous_champion")), step=int(d["step"]),
+                   phase_started_at=float(d["phase_started_at"]),
+                   step_base_requests=int(d.get("step_base_requests", 0)),
+                   paused_phase=Phase(d["paused_phase"]) if d.get("paused_phase") else None,
+                   awaiting_promotion=bool(d.get("awaiting_promotion")),
+                   promoted_at=d.get("promoted_at"), reason=str(d.get("reason", "")),
+                   held_since=d.get("held_since"), loaded_at=d.get("loaded_at"))
+
+
+@dataclass(frozen=True)
+class Event:
+    """What a transition did, for the audit log, the registry, metrics and alerts."""
+
+    name: str  # rollout_started, loaded, load_failed, step_advanced, promoted, rolled_back, ...
+    actor: str = "supervisor"
+    reason: str = ""
+    verdict: Mapping[str, Any] | None = None
+    action: Action | None = None
+    alert: str | None = None  # alert severity, or None for no alert
+
+
+@dataclass(frozen=True)
+class Transition:
+    state: RolloutState
+    event: Event | None = None
+
+
+class TransitionError(ValueError):
+    """An operator asked for a transition the current phase does not allow."""
+
+
+def initial_state(champion: ModelRef) -> RolloutState:
+    return RolloutState(slot_models={"a": champion, "b": None})
+
+
+def routing_for(state: RolloutState, policy: RolloutPolicy) -> tuple[float, Mode]:
+    phase = state.paused_phase if state.phase is Phase.PAUSED else state.phase
+    if phase is Phase.SHADOW:
+        return 0.0, Mode.SHADOW
+    if phase is Phase.CANARY:
+        return policy.steps[state.step].weight, Mode.SPLIT
+    return 0.0, Mode.PINNED
+
+
+def table_for(state: RolloutState, policy: RolloutPolicy, version: int) -> RoutingTable:
+    weight, mode = routing_for(state, policy)
+    free = state.free_slot
+    return RoutingTable(version=version, champion_slot=state.champion_slot,
+                        challenger_slot=free if state.slot_models.get(free) else None,
+                        challenger_weight=weight, mode=mode, slot_models=dict(state.slot_models))
+
+
+# --- transitions ----------------------------------------------------------------------
+
+
+def start(state: RolloutState, challenger: ModelRef, rollout_id: str, now: float) -> Transition:
+    if state.phase in ACTIVE:
+        raise TransitionError(f"a rollout is already {state.phase.value}")
+    models = {**state.slot_models, state.free_slot: challenger}
+    new = RolloutState(phase=Phase.LOADING, champion_slot=state.champion_slot,
+                       slot_models=models, rollout_id=rollout_id, challenger=challenger,
+                       previous_champion=state.previous_champion, phase_started_at=now)
+    return Transition(new, Event("rollout_started",
+                                 reason=f"challenger alias set to version {challenger.version}"))
+
+
+def loaded(state: RolloutState, policy: RolloutPolicy, now: float) -> Transition:
+    _require(state, Phase.LOADING, "loaded")
+    phase = Phase.SHADOW if policy.shadow.enabled else Phase.CANARY
+    return Transition(replace(state, phase=phase, step=0, phase_started_at=now,
+                              step_base_requests=0, loaded_at=now),
+                      Event("loaded", reason="challenger passed its health check"))
+
+
+def load_failed(state: RolloutState, error: str, now: float) -> Transition:
+    _require(state, Phase.LOADING, "load_failed")
+    return Transition(_end(state, Phase.FAILED, error, now),
+                      Event("load_failed", reason=error, alert="high"))
+
+
+def observe(state: RolloutState, policy: RolloutPolicy, verdict: Verdict,
+            challenger_requests: int, now: float) -> Transition:
+    """Feed one verdict (on cumulative windows) and the challenger's request count."""
+    if state.phase not in JUDGED:
+        return Transition(state)
+    if verdict.state is GuardState.FAIL and verdict.action is not None:
+        return _breach(state, verdict, now)
+    if state.phase is Phase.PAUSED or state.awaiting_promotion:
+        return Transition(state)
+    if verdict.hold:
+        return _hold(state, verdict, now)
+    if state.held_since is not None:
+        state = _release_hold(state, now)
+        return Transition(state, Event("hold_released", reason=state.reason))
+    elapsed = now - state.phase_started_at
+    if verdict.state is GuardState.PASS and _step_done(state, policy, challenger_requests,
+                                                       elapsed):
+        return _advance(state, policy, challenger_requests, now, verdict)
+    if elapsed > policy.step_deadline_s:
+        reason = f"step inconclusive after {elapsed:.0f}s (deadline {policy.step_deadline_s:g}s)"
+        if policy.on_deadline == "rollback":
+            return Transition(_end(state, Phase.ROLLED_BACK, reason, now),
+                              Event("rolled_back", reason=reason, action=Action.ROLLBACK,
+                                    verdict=verdict.to_dict(), alert="medium"))
+        return Transition(replace(state, phase=Phase.PAUSED, paused_phase=state.phase,
+                                  reason=reason),
+                          Event("paused", reason=reason, alert="medium"))
+    return Transition(state)
+
+
+def promote(state: RolloutState, now: float, actor: str = "supervisor",
+            reason: str = "every step passed") -> Transition:
+    if state.phase not in JUDGED:
+        raise TransitionError(f"nothing to promote in phase {state.phase.value}")
+    new = RolloutState(phase=Phase.PROMOTED, champion_slot=state.free_slot,
+                       slot_models=dict(state.slot_models), rollout_id=state.rollout_id,
+                       previous_champion=state.champion, phase_started_at=now,
+                       promoted_at=now, reason=reason)
+    return Transition(new, Event("promoted", actor=actor, reason=reason, alert="info"))
+
+
+def rollback(state: RolloutState, now: float, actor: str, reason: str) -> Transition:
+    """Operator rollback: abort an active rollout, or restore the previous champion."""
+    if state.phase in ACTIVE:
+        return Transition(_end(state, Phase.ROLLED_BACK, reason, now),
+                          Event("rolled_back", actor=actor, reason=reason,
+                                action=Action.ROLLBACK, alert="high"))
+    if state.phase is Phase.PROMOTED and state.previous_champion is not None:
+        return _restore(state, now, actor, reason)
+    raise TransitionError(f"nothing to roll back in phase {state.phase.value}")
+
+
+def pause(state: RolloutState, actor: str, reason: str) -> Transition:
+    if state.phase not in (Phase.SHADOW, Phase.CANARY):
+        raise TransitionError(f"cannot pause in phase {state.phase.value}")
+    return Transition(replace(state, phase=Phase.PAUSED, paused_phase=state.phase,
+                              reason=reason), Event("paused", actor=actor, reason=reason))
+
+
+def resume(state: RolloutState, now: float, actor: str, challenger_requests: int) -> Transition:
+    if state.phase is not Phase.PAUSED or state.paused_phase is None:
+        raise TransitionError(f"cannot resume in phase {state.phase.value}")
+    return Transition(replace(state, phase=state.paused_phase, paused_phase=None,
+                              phase_started_at=now, step_base_requests=challenger_requests,
+                              reason="", held_since=None), Event("resumed", actor=actor))
+
+
+def release_old_champion(state: RolloutState, policy: RolloutPolicy, now: float) -> Transition:
+    """After the rollback window, unload the previous champion kept warm since promotion."""
+    old_slot = state.free_slot
+    if (state.phase is not Phase.PROMOTED or state.promoted_at is None
+            or state.slot_models.get(old_slot) is None
+            or now - state.promoted_at < policy.rollback_window_s):
+        return Transition(state)
+    models = {**state.slot_models, old_slot: None}
+    return Transition(replace(state, slot_models=models),
+                      Event("released", reason="rollback window elapsed"))
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _require(state: RolloutState, phase: Phase, what: str) -> None:
+    if state.phase is not phase:
+        raise TransitionError(f"{what}: expected phase {phase.value}, got {state.phase.value}")
+
+
+def _end(state: RolloutState, phase: Phase, reason: str, now: float) -> RolloutState:
+    """Terminal phases release the challenger's slot; the champion stays where it is."""
+    models = {**state.slot_models, state.free_slot: None}
+    return replace(state, phase=phase, slot_models=models, phase_started_at=now,
+                   paused_phase=None, awaiting_promotion=False, reason=reason,
+                   held_since=None)
+
+
+def _step_done(state: RolloutState, policy: RolloutPolicy, requests: int,
+               elapsed: float) -> bool:
+    phase = state.phase
+    gate: Step | ShadowPolicy = policy.shadow if phase is Phase.SHADOW else policy.steps[state.step]
+    return (requests - state.step_base_requests >= gate.min_requests
+            and elapsed >= gate.min_duration_s)
+
+
+def _advance(state: RolloutState, policy: RolloutPolicy, requests: int, now: float,
+             verdict: Verdict) -> Transition:
+    next_step = 0 if state.phase is Phase.SHADOW else state.step + 1
+    if next_step < len(policy.steps):
+        new = replace(state, phase=Phase.CANARY, step=next_step, phase_started_at=now,
+                      step_base_requests=requests)
+        weight = policy.steps[next_step].weight
+        return Transition(new, Event("step_advanced", reason=f"to step {next_step} "
+                                     f"({weight:g}% of traffic)", verdict=verdict.to_dict()))
+    if policy.auto_promote:
+        return promote(state, now)
+    return Transition(replace(state, awaiting_promotion=True),
+                      Event("awaiting_promotion", reason="every step passed; auto-promotion "
+                            "is off", verdict=verdict.to_dict(), alert="info"))
+
+
+def _breach(state: RolloutState, verdict: Verdict, now: float) -> Transition:
+    action = verdict.action
+    assert action is not None
+    reason = "; ".join(verdict.reasons) or "guard breach"
+    severity = verdict.severity.value if verdict.severity else "high"
+    if action.rolls_back:
+        return Transition(_end(state, Phase.ROLLED_BACK, reason, now),
+                          Event("rolled_back", reason=reason, verdict=verdict.to_dict(),
+                                action=action, alert=severity))
+    if action is Action.PAUSE and state.phase is not Phase.PAUSED:
+        return Transition(replace(state, phase=Phase.PAUSED, paused_phase=state.phase,
+                                  reason=reason),
+                          Event("paused", reason=reason, verdict=verdict.to_dict(),
+                                action=action, alert=severity))
+    if action is Action.ALERT_ONLY and reason != state.reason:
+        return Transition(replace(state, reason=reason),
+                          Event("alerted", reason=reason, verdict=verdict.to_dict(),
+                                action=action, alert=severity))
+    return Transition(state)
+
+
+def _hold(state: RolloutState, verdict: Verdict, now: float) -> Transition:
+    """Both arms degraded: stop the step clock until the incident clears (no rollback)."""
+    if state.held_since is not None:
+        return Transition(state)
+    reason = "; ".join(verdict.reasons) or "both arms degraded"
+    return Transition(replace(state, held_since=now, reason=reason),
+                      Event("held", reason=reason, verdict=verdict.to_dict(), alert="medium"))
+
+
+def _release_hold(state: RolloutState, now: float) -> RolloutState:
+    assert state.held_since is not None
+    held = max(now - state.held_since, 0.0)
+    return replace(state, held_since=None, phase_started_at=state.phase_started_at + held,
+                   reason=f"incident cleared after {held:.1f}s; step clock resumed")
+
+
+def _restore(state: RolloutState, now: float, actor: str, reason: str) -> Transition:
+    previous = state.previous_champion
+    assert previous is not None
+    old_slot = state.free_slot
+    if state.slot_models.get(old_slot) == previous:
+        # Still warm: flip roles back, no reload.
+        new = RolloutState(phase=Phase.ROLLED_BACK, champion_slot=old_slot,
+                           slot_models={**state.slot_models, state.champion_slot: None},
+                           rollout_id=state.rollout_id, previous_champion=state.champion,
+                           phase_started_at=now, reason=reason)
+        return Transition(new, Event("restored", actor=actor, reason=reason,
+                                     action=Action.ROLLBACK, alert="high"))
+    raise TransitionError("the previous champion was already released (rollback window "
+                          "elapsed); point the champion alias at it to redeploy")

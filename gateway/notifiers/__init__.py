@@ -1,1 +1,0 @@
-"""Alert notifiers, one file each; build them with `gateway.alerts.make_notifier`."""

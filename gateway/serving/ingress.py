@@ -1,0 +1,458 @@
+"""The Ray Serve ingress: HTTP API, arm choice, failover, shadow copies, observations."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from core.errors import InputError
+from core.logs import get_logger
+from gateway.config import TimeoutsConfig, parse_config
+from gateway.control.supervisor import get_supervisor
+from gateway.metrics import get_metrics
+from gateway.serving.feedback import parse_feedback
+from gateway.serving.flushtimer import FlushTimer
+from gateway.serving.http import (
+    check_bearer,
+    error_response,
+    json_response,
+    parse_json_object,
+    read_body,
+)
+from gateway.serving.llm.evaluator import EvaluatorPool
+from gateway.serving.openai_routes import LLMRoutes
+from gateway.serving.tablewatch import TableWatcher
+from gateway.wire.routing import Arm, Mode, RoutingTable, choose_arm, parse_weight_update
+from guards.window import ArmWindow, Observation, Outcome, key_bucket
+
+log = get_logger(__name__)
+
+Handler = Callable[[Request], Awaitable[Response]]
+OUTCOMES = {"ok": Outcome.OK, "client_error": Outcome.CLIENT_ERROR,
+            "server_error": Outcome.SERVER_ERROR, "timeout": Outcome.TIMEOUT}
+ADMIN_OPS = ("promote", "rollback", "pause", "resume")
+URGENT = frozenset({Outcome.SERVER_ERROR, Outcome.TIMEOUT})
+
+
+@dataclass(frozen=True)
+class ArmCall:
+    """The outcome of one call to a model slot, as the ingress saw it."""
+
+    reply: dict[str, Any] | None
+    outcome: str  # ok | client_error | server_error | timeout | unavailable
+    latency_s: float
+    message: str = ""
+    # Whether the call is evidence in the arms' comparison: False for a failover retry and
+    # for a champion call censored at the comparison deadline (see `comparison_deadline`).
+    compared: bool = True
+
+
+class Censor:
+    """A champion call's place in the comparison window, armed for one request.
+
+    The challenger's calls time out at the comparison deadline; a champion call still running
+    then is censored: a TIMEOUT at the deadline goes into the champion's window at that moment
+    (a timer callback, no task), so it is flushed with the challenger's timeouts of requests
+    that started at the same time. Whatever the call does later stays out of the window.
+    """
+
+    __slots__ = ("fired", "handle")
+
+    def __init__(self) -> None:
+        self.fired = False
+        self.handle: asyncio.TimerHandle | None = None
+
+    def stop(self) -> bool:
+        """The call finished: True when it did so before the deadline (it is compared)."""
+        if self.handle is not None:
+            self.handle.cancel()
+        return not self.fired
+
+
+def comparison_deadline(table: RoutingTable, timeouts: TimeoutsConfig) -> float | None:
+    """The deadline both arms are judged at for a request routed by `table`: what the
+    challenger's call may take (`challenger_s`, or `shadow_s` for a shadow copy). None when no
+    challenger gets traffic, or when the champion's own timeout comes first."""
+    if not table.challenger_active:
+        return None
+    deadline = timeouts.shadow_s if table.mode is Mode.SHADOW else timeouts.challenger_s
+    return deadline if deadline < timeouts.champion_s else None
+
+
+class Ingress(LLMRoutes):
+    async def __init__(  # type: ignore[misc]  # Serve supports async constructors
+            self, config: dict[str, Any], slot_a: Any, slot_b: Any,
+            initial_table: dict[str, Any]) -> None:
+        self._cfg = parse_config(config)
+        # Raises ConfigError (the replica refuses to start) when no admin token is set and
+        # unauthenticated admin was not explicitly allowed.
+        self._token = self._cfg.admin_token()
+        slots = {"a": slot_a, "b": slot_b}
+        self._handles = {method: {s: h.options(method_name=method) for s, h in slots.items()}
+                         for method in ("predict", "generate")}
+        self._stream_handles = {s: h.options(method_name="stream", stream=True)
+                                for s, h in slots.items()}
+        self._evaluator_pool: EvaluatorPool | None = None
+        self._sticky_header = self._cfg.routing.sticky_header.lower()
+        self._sup = get_supervisor(self._cfg.control.supervisor_name, self._cfg.control.namespace)
+        self._metrics = get_metrics()
+        self._watcher = TableWatcher(self._sup, RoutingTable.from_dict(initial_table),
+                                     poll_timeout_s=self._cfg.control.long_poll_timeout_s,
+                                     on_change=self._on_table)
+        try:  # start from the supervisor's current table, not the one baked into the app
+            await self._watcher.apply(RoutingTable.from_dict(
+                await asyncio.wait_for(self._sup.get_table.remote(), 10)))
+        except Exception as exc:
+            log.warning("supervisor not reachable at start (%s); using initial table", exc)
+        self._watcher.start()
+        self._background: set[asyncio.Task[Any]] = set()
+        self.counts: Counter[tuple[str, str]] = Counter()
+        # Per model version, so a delta is never attributed to the wrong rollout.
+        self._windows: dict[str, ArmWindow] = {}
+        # Per model version, observations sent to the supervisor so far, by outcome (describe).
+        self._flushed: dict[str, Counter[str]] = {}
+        self._served: list[tuple[str, str]] = []  # (request id, model version) for feedback
+        self._replica_id = uuid.uuid4().hex[:12]
+        self._flush_timer = FlushTimer(self._cfg.control.flush_interval_s,
+                                       self._cfg.control.urgent_flush_s)
+        self._spawn(self._flush_loop())
+        self._routes: dict[tuple[str, str], Handler] = {
+            ("POST", "/v1/predict"): self._predict,
+            ("POST", "/v1/feedback"): self._feedback,
+            ("POST", "/v1/completions"): self._completions,
+            ("POST", "/v1/chat/completions"): self._chat,
+            ("GET", "/healthz"): self._healthz,
+            ("GET", "/admin/rollout"): self._admin_rollout,
+            ("POST", "/admin/weights"): self._admin_weights,
+        }
+        for op in ADMIN_OPS:
+            self._routes[("POST", f"/admin/rollout/{op}")] = self._admin_op
+
+    async def __call__(self, request: Request) -> Response:
+        handler = self._routes.get((request.method, request.url.path))
+        if handler is None:
+            return self._no_route(request)
+        try:
+            return await handler(request)
+        except InputError as exc:
+            return error_response(exc.status, "invalid_request", str(exc),
+                                  _request_id(request), exc.field)
+
+    def _no_route(self, request: Request) -> Response:
+        methods = sorted(m for (m, p) in self._routes if p == request.url.path)
+        if methods:
+            return error_response(405, "method_not_allowed",
+                                  f"{request.method} {request.url.path}: use {', '.join(methods)}",
+                                  headers={"allow": ", ".join(methods)})
+        return error_response(404, "not_found", f"no route for {request.url.path}")
+
+    # --- inference -------------------------------------------------------------------
+
+    async def _predict(self, request: Request) -> Response:
+        request_id = _request_id(request)
+        body = parse_json_object(await read_body(request, self._cfg.http.max_body_bytes))
+        if "inputs" not in body:
+            raise InputError("inputs: missing required field", field="inputs")
+        inputs = body["inputs"]
+        table = self._watcher.current
+        key = request.headers.get(self._sticky_header)
+        bucket = None if key is None else key_bucket(key)
+        arm = choose_arm(table, key)
+        if table.mode is Mode.SHADOW and table.challenger_active:
+            self._spawn(self._shadow(table, inputs, "predict", bucket))
+        arm, call = await self._serve(table, arm, inputs, "predict", bucket)
+        if call.outcome == "ok" and call.reply is not None:
+            self._served.append((request_id, str(call.reply["model"]["version"])))
+        return self._answer(arm, call, request_id)
+
+    async def _serve(self, table: RoutingTable, arm: Arm, inputs: Any, method: str,
+                     bucket: int | None = None) -> tuple[Arm, ArmCall]:
+        """Call the chosen arm (the champion on a challenger failure) and observe the calls.
+        `bucket`: the sticky key's analysis bucket, if the request has a key."""
+        compared = True
+        if arm is Arm.CHALLENGER:
+            call = await self._call(table, Arm.CHALLENGER, inputs, method)
+            self._observe(table, Arm.CHALLENGER, call, bucket)
+            if call.outcome in ("ok", "client_error"):
+                return arm, call
+            # Failover: the client gets the champion's answer; the failure stays counted
+            # against the challenger. The retry is counted, but kept out of the champion's
+            # window: it follows the challenger's failure, so it is no sample of the champion.
+            self.counts[("challenger", "failover")] += 1
+            self._metrics.failover(self._version(table, Arm.CHALLENGER))
+            compared = False
+        censor = self._censor(table, bucket) if compared else None
+        try:
+            call = await self._call(table, Arm.CHAMPION, inputs, method)
+            current = self._watcher.current
+            if call.outcome == "unavailable" and current.version != table.version:
+                # The table changed while this request was in flight (roles flipped): ask the
+                # champion of the new table.
+                table = current
+                call = await self._call(table, Arm.CHAMPION, inputs, method)
+        finally:  # also when the request is cancelled (client gone) before the deadline
+            if censor is not None and not censor.stop():
+                compared = False
+        if not compared:
+            call = dataclasses.replace(call, compared=False)
+        self._observe(table, Arm.CHAMPION, call, bucket)
+        return Arm.CHAMPION, call
+
+    def _censor(self, table: RoutingTable, bucket: int | None) -> Censor | None:
+        """Arm the censoring of a champion call at the comparison deadline (see `Censor`)."""
+        deadline = comparison_deadline(table, self._cfg.timeouts)
+        if deadline is None:
+            return None
+        censor = Censor()
+        censor.handle = asyncio.get_running_loop().call_later(
+            deadline, self._censored, censor, self._version(table, Arm.CHAMPION), deadline,
+            bucket)
+        return censor
+
+    def _censored(self, censor: Censor, version: str, deadline: float,
+                  bucket: int | None) -> None:
+        censor.fired = True
+        self._record(Arm.CHAMPION, version,
+                     Observation(deadline, Outcome.TIMEOUT, key_bucket=bucket))
+
+    async def _call(self, table: RoutingTable, arm: Arm, inputs: Any,
+                    method: str = "predict", timeout: float | None = None) -> ArmCall:
+        slot = table.slot_of(arm)
+        if slot is None:
+            return ArmCall(None, "unavailable", 0.0, f"no {arm.value} slot")
+        if timeout is None:
+            timeout = (self._cfg.timeouts.champion_s if arm is Arm.CHAMPION
+                       else self._cfg.timeouts.challenger_s)
+        start = time.perf_counter()
+        response = self._handles[method][slot].remote(inputs)
+        try:
+            async with asyncio.timeout(timeout):  # no extra Task per call, unlike wait_for
+                reply = await response
+        except TimeoutError:
+            response.cancel()
+            return ArmCall(None, "timeout", time.perf_counter() - start,
+                           f"{arm.value} timed out after {timeout:g}s")
+        except Exception as exc:  # dead replica, actor error, cancelled request
+            return ArmCall(None, "server_error", time.perf_counter() - start,
+                           f"{arm.value} call failed: {type(exc).__name__}: {exc}")
+        latency = time.perf_counter() - start
+        if reply.get("ok"):
+            return ArmCall(reply, "ok", latency)
+        return ArmCall(reply, reply.get("kind", "server_error"), latency, reply.get("message", ""))
+
+    async def _shadow(self, table: RoutingTable, inputs: Any, method: str,
+                      bucket: int | None = None) -> None:
+        call = await self._call(table, Arm.CHALLENGER, inputs, method,
+                                self._cfg.timeouts.shadow_s)
+        self._observe(table, Arm.CHALLENGER, call, bucket)
+
+    @staticmethod
+    def _version(table: RoutingTable, arm: Arm) -> str:
+        ref = table.model_of(arm)
+        return ref.version if ref else "none"
+
+    def _observe(self, table: RoutingTable, arm: Arm, call: ArmCall,
+                 bucket: int | None = None) -> None:
+        """One observation into the serving model version's window (the hot path); a call
+        that is not `compared` is counted and measured, but not recorded in the window."""
+        self.counts[(arm.value, call.outcome)] += 1
+        outcome = OUTCOMES.get(call.outcome)
+        if outcome is None:  # "unavailable": no model was called, nothing to judge
+            return
+        reply = call.reply if call.outcome == "ok" else None
+        version = str(reply["model"]["version"]) if reply else self._version(table, arm)
+        if call.compared:
+            self._record(arm, version, _observation(call, outcome, reply, bucket))
+        self._metrics.request(arm.value, version, call.outcome, call.latency_s)
+
+    def _record(self, arm: Arm, version: str, observation: Observation) -> None:
+        """Into the version's window; a failed challenger call asks for an early flush."""
+        window = self._windows.get(version)
+        if window is None:
+            window = self._windows[version] = ArmWindow()
+        window.record(observation)
+        if arm is Arm.CHALLENGER and observation.outcome in URGENT:
+            self._flush_timer.urge()
+
+    def _evaluator(self) -> EvaluatorPool:
+        """Hallucination scoring actors, started on the first LLM answer with a context."""
+        if self._evaluator_pool is None:
+            self._evaluator_pool = EvaluatorPool(self._cfg.hallucination, self._sup)
+        return self._evaluator_pool
+
+    async def _flush_loop(self) -> None:
+        """Send window deltas to the supervisor, fire-and-forget: never awaited, so a slow or
+        restarting supervisor never delays a request."""
+        while True:
+            await self._flush_timer.next_flush()
+            try:
+                self._flush()
+            except Exception:  # a flush must never kill the loop
+                log.exception("window flush failed")
+
+    def _flush(self) -> None:
+        self._metrics.flush_requests()
+        deltas: dict[str, bytes] = {}
+        for version, window in self._windows.items():
+            if window.is_empty():
+                continue
+            delta = window.take_delta()
+            deltas[version] = delta.to_bytes()
+            flushed = self._flushed.setdefault(version, Counter())
+            for outcome in Outcome:
+                if delta.count(outcome):
+                    flushed[outcome.name.lower()] += delta.count(outcome)
+        served, self._served = self._served, []
+        if deltas or served:
+            self._sup.ingest.remote(self._replica_id, deltas, served)
+
+    async def _on_table(self, table: RoutingTable) -> None:
+        self._metrics.table(table.version, table.challenger_weight, table.mode.value)
+        live = {r.version for r in table.slot_models.values() if r is not None}
+        for version in [v for v, w in self._windows.items() if v not in live and w.is_empty()]:
+            del self._windows[version]  # models no longer served: keep memory bounded
+            self._flushed.pop(version, None)
+
+    def _answer(self, arm: Arm, call: ArmCall, request_id: str) -> Response:
+        reply = call.reply
+        if call.outcome == "client_error" and reply is not None:
+            return error_response(int(reply.get("status", 422)), "invalid_input",
+                                  str(reply.get("message")), request_id, reply.get("field"))
+        if call.outcome != "ok" or reply is None:
+            return error_response(502, "upstream_error",
+                                  f"the champion model could not answer: {call.message}",
+                                  request_id)
+        model = reply["model"]
+        # x-request-id is echoed (or generated) by Serve's proxy on every response.
+        headers = {"x-gateway-arm": arm.value, "x-gateway-model-version": str(model["version"])}
+        return json_response({"outputs": reply["outputs"], "model": model}, 200, headers)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- health and admin ------------------------------------------------------------
+
+    async def _healthz(self, request: Request) -> Response:
+        table = self._watcher.current
+        # Per replica: which table it applies (the rollback benchmark samples this).
+        return json_response({"status": "ok", "replica": self._replica_id,
+                              "table_version": table.version,
+                              "challenger_weight": table.challenger_weight,
+                              "mode": table.mode.value})
+
+    async def _feedback(self, request: Request) -> Response:
+        body = parse_json_object(await read_body(request, self._cfg.http.max_body_bytes))
+        request_id, value = parse_feedback(body)
+        try:
+            status = await asyncio.wait_for(self._sup.feedback.remote(request_id, value), 5.0)
+        except Exception as exc:
+            return error_response(503, "unavailable", f"feedback not recorded: the supervisor "
+                                  f"is unreachable ({type(exc).__name__}); retry later")
+        if status == "unknown":
+            return error_response(404, "not_found", f"request_id {request_id!r}: unknown "
+                                  "(never served, or forgotten)", field="request_id")
+        if status == "expired":
+            return error_response(410, "expired", f"request_id {request_id!r}: too old for "
+                                  "feedback", field="request_id")
+        return json_response({"status": "recorded", "request_id": request_id}, 202)
+
+    async def _admin_rollout(self, request: Request) -> Response:
+        denied = check_bearer(request, self._token)
+        if denied is not None:
+            return denied
+        try:
+            view = await asyncio.wait_for(self._sup.status.remote(), 5.0)
+        except Exception as exc:  # serve what this replica knows
+            view = self._local_view(self._watcher.current)
+            view["supervisor"] = f"unreachable: {type(exc).__name__}"
+        view["replica_counts"] = self._replica_counts()
+        return json_response(view)
+
+    def describe(self) -> dict[str, Any]:
+        """This replica's view, for `DeploymentHandle.broadcast("describe")` (benchmarks,
+        debugging): which table it applies and what it has counted."""
+        table = self._watcher.current
+        return {"replica": self._replica_id, "pid": os.getpid(), "table_version": table.version,
+                "challenger_weight": table.challenger_weight, "mode": table.mode.value,
+                "counts": self._replica_counts(), "windows": self._window_counts(),
+                "evaluator": (dataclasses.asdict(self._evaluator_pool.stats())
+                              if self._evaluator_pool else None)}
+
+    def _window_counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Per model version, by outcome: observations recorded into the comparison window and
+        sent to the supervisor (`flushed`), and recorded but not sent yet (`pending`)."""
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for version in sorted(set(self._windows) | set(self._flushed)):
+            window = self._windows.get(version)
+            out[version] = {
+                "flushed": dict(self._flushed.get(version, {})),
+                "pending": ({o.name.lower(): window.count(o) for o in Outcome if window.count(o)}
+                            if window is not None else {})}
+        return out
+
+    def _replica_counts(self) -> dict[str, int]:
+        return {f"{a}.{o}": n for (a, o), n in sorted(self.counts.items())}
+
+    def _local_view(self, table: RoutingTable) -> dict[str, Any]:
+        def ref(arm: Arm) -> dict[str, Any] | None:
+            model = table.model_of(arm)
+            return model.to_dict() if model else None
+
+        return {"table": table.to_dict(), "champion": ref(Arm.CHAMPION),
+                "challenger": ref(Arm.CHALLENGER)}
+
+    async def _admin_op(self, request: Request) -> Response:
+        denied = check_bearer(request, self._token)
+        if denied is not None:
+            return denied
+        op = request.url.path.rsplit("/", 1)[-1]
+        raw = await read_body(request, self._cfg.http.max_body_bytes)
+        reason = parse_json_object(raw).get("reason", "") if raw.strip() else ""
+        if not isinstance(reason, str):
+            raise InputError("reason: expected a string", field="reason")
+        actor = request.headers.get("x-gateway-actor", "admin-api")[:64]
+        view = await self._sup.operate.remote(op, actor, reason)
+        if "error" in view:
+            return error_response(409, "conflict", f"{op}: {view['error']}")
+        await self._watcher.apply(RoutingTable.from_dict(view["table"]))
+        return json_response(view)
+
+    async def _admin_weights(self, request: Request) -> Response:
+        denied = check_bearer(request, self._token)
+        if denied is not None:
+            return denied
+        body = parse_json_object(await read_body(request, self._cfg.http.max_body_bytes))
+        weight, mode = parse_weight_update(body, self._watcher.current)
+        raw = await self._sup.set_weights.remote(weight, mode.value, "admin-api")
+        table = RoutingTable.from_dict(raw)
+        await self._watcher.apply(table)
+        return json_response(self._local_view(table))
+
+
+def _observation(call: ArmCall, outcome: Outcome, reply: dict[str, Any] | None,
+                 bucket: int | None) -> Observation:
+    if reply is None:
+        return Observation(call.latency_s, outcome, key_bucket=bucket)
+    return Observation(
+        call.latency_s, outcome, reply.get("output_summary"), reply.get("input_summary"),
+        reply.get("tokens_in", 0), reply.get("tokens_out", 0), reply.get("busy_s", 0.0),
+        key_bucket=bucket, batch_size=int(reply.get("batch_size", 1)))
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    if given and len(given) <= 128 and given.isprintable():
+        return given
+    return uuid.uuid4().hex

@@ -1,0 +1,224 @@
+"""A model slot: a Ray Serve deployment that serves one immutable model version.
+
+The slot loads the version the RoutingTable assigns to it (`models:/name/<version>`, never an
+alias), health-checks it before reporting ready, and swaps to a new assignment in the
+background when the table changes, so moving an MLflow alias never changes what a running
+slot serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Any
+
+from ray import serve
+
+from core.errors import InputError
+from core.logs import get_logger
+from gateway.config import GatewayConfig, parse_config
+from gateway.control.supervisor import get_supervisor
+from gateway.serving.backends import Backend, make_backend, memory_profile
+from gateway.serving.backends.common import flavors, model_metadata
+from gateway.serving.llm.openai_api import GenerationRequest
+from gateway.serving.tablewatch import TableWatcher
+from gateway.wire.routing import RoutingTable
+from model_registry.refs import ModelRef
+
+log = get_logger(__name__)
+
+
+def choose_backend_name(configured: str, ref: ModelRef) -> str:
+    """`auto`: versions marked for vLLM (MLmodel metadata `gateway_backend: vllm`) go to
+    vLLM, models logged with mlflow.pytorch to torch, the rest through pyfunc."""
+    if configured != "auto":
+        return configured
+    if model_metadata(ref).get("gateway_backend") == "vllm":
+        return "vllm"
+    return "torch" if "pytorch" in flavors(ref) else "pyfunc"
+
+
+def load_backend(cfg: GatewayConfig, ref: ModelRef) -> Backend:
+    """Load and health-check `ref`; raises ModelLoadError naming the version on failure."""
+    device = "cuda" if cfg.slots.num_gpus > 0 else "cpu"
+    backend = make_backend(choose_backend_name(cfg.model.backend, ref), device=device,
+                           max_batch=cfg.http.max_batch,
+                           max_tokens_limit=cfg.llm.max_tokens_limit)
+    backend.load(ref)
+    backend.health_check()
+    return backend
+
+
+class ModelServer:
+    """One model slot (`a` or `b`). Replies are dicts, never exceptions, for bad input."""
+
+    async def __init__(  # type: ignore[misc]  # Serve supports async constructors
+            self, slot: str, config: dict[str, Any], tracking_uri: str,
+            initial_table: dict[str, Any]) -> None:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri)
+        self._slot = slot
+        self._cfg = parse_config(config)
+        self._replica_id = _replica_id()
+        self._ref: ModelRef | None = None
+        self._backend: Backend | None = None
+        self._textgen: Any = None
+        self._error: str | None = None
+        self._usage_task: asyncio.Future[None] | None = None
+        table = RoutingTable.from_dict(initial_table)
+        self._sup = get_supervisor(self._cfg.control.supervisor_name, self._cfg.control.namespace)
+        self._watcher = TableWatcher(self._sup, table,
+                                     poll_timeout_s=self._cfg.control.long_poll_timeout_s,
+                                     on_change=self._on_table)
+        await self._assign(table.slot_models.get(slot), required=slot == table.champion_slot)
+        self._watcher.start()
+
+    async def _on_table(self, table: RoutingTable) -> None:
+        ref = table.slot_models.get(self._slot)
+        if ref != self._ref:
+            await self._assign(ref, required=False)
+
+    async def _assign(self, ref: ModelRef | None, *, required: bool) -> None:
+        await self._release()
+        if ref is None:
+            self._ref, self._error = None, None
+            await self._report(healthy=True)
+            return
+        try:
+            backend = await asyncio.to_thread(load_backend, self._cfg, ref)
+        except Exception as exc:
+            if required:  # the champion must load, or the app must not start
+                raise
+            log.error("slot %s: %s", self._slot, exc)
+            self._ref, self._backend, self._error, self._textgen = ref, None, str(exc), None
+            await self._report(healthy=False)
+            return
+        self._ref, self._backend, self._error = ref, backend, None
+        self._textgen = text_generator(backend)
+        log.info("slot %s serving %s version %s", self._slot, ref.name, ref.version)
+        await self._report(healthy=True)
+        if memory_profile(backend).live:
+            self._usage_task = asyncio.ensure_future(self._report_usage(backend))
+
+    async def _report_usage(self, backend: Backend) -> None:
+        """Engines with their own saturation signal (vLLM's KV-cache usage) report it every
+        resource interval, for the memory guard; stops when the slot changes model."""
+        while self._backend is backend:
+            await asyncio.sleep(self._cfg.supervisor.resource_interval_s)
+            if self._backend is backend:
+                await self._report(healthy=True)
+
+    async def _release(self) -> None:
+        """Unload the current model first (a slot changes model only while it gets no
+        traffic), so two models never hold the GPU memory of one slot at once."""
+        backend, self._backend, self._textgen = self._backend, None, None
+        close = getattr(backend, "close", None)
+        if close is not None:
+            try:
+                await asyncio.to_thread(close)
+            except Exception as exc:
+                log.warning("slot %s: releasing the previous model failed: %s", self._slot, exc)
+
+    async def _report(self, *, healthy: bool) -> None:
+        profile = memory_profile(self._backend) if self._backend is not None else None
+        report = {"healthy": healthy, "model": self._ref.to_dict() if self._ref else None,
+                  "error": self._error, "time": time.time(), "pid": os.getpid(),
+                  "memory": asdict(profile) if profile else None}
+        try:
+            await self._sup.report_slot.remote(self._slot, self._replica_id, report)
+        except Exception as exc:  # the supervisor may be restarting; it re-learns on next load
+            log.warning("slot %s: could not report to supervisor: %s", self._slot, exc)
+
+    def predict(self, inputs: Any) -> dict[str, Any]:
+        backend, ref = self._backend, self._ref
+        if backend is None or ref is None:
+            return {"ok": False, "kind": "unavailable", "status": 503,
+                    "message": f"slot {self._slot} has no healthy model"
+                               + (f": {self._error}" if self._error else "")}
+        start = time.perf_counter()
+        try:
+            pred = backend.predict(inputs)
+        except InputError as exc:
+            return {"ok": False, "kind": "client_error", "status": exc.status,
+                    "message": str(exc), "field": exc.field}
+        except Exception as exc:
+            return {"ok": False, "kind": "server_error", "status": 500,
+                    "message": f"model {ref.name} version {ref.version} failed: "
+                               f"{type(exc).__name__}: {exc}"}
+        return {"ok": True, "outputs": pred.outputs,
+                "model": {"name": ref.name, "version": ref.version},
+                "output_summary": pred.output_summary, "input_summary": pred.input_summary,
+                "tokens_in": pred.tokens_in, "tokens_out": pred.tokens_out,
+                "busy_s": time.perf_counter() - start}
+
+    async def generate(self, req: GenerationRequest) -> dict[str, Any]:
+        """One whole text generation (OpenAI endpoints without `stream`)."""
+        gen, ref = self._textgen, self._ref
+        if gen is None or ref is None:
+            return self._not_text()
+        start = time.perf_counter()
+        try:
+            result = await gen.generate(req)
+        except InputError as exc:
+            return {"ok": False, "kind": "client_error", "status": exc.status,
+                    "message": str(exc), "field": exc.field}
+        except Exception as exc:
+            return {"ok": False, "kind": "server_error", "status": 500,
+                    "message": f"model {ref.name} version {ref.version} failed: "
+                               f"{type(exc).__name__}: {exc}"}
+        return {"ok": True, "outputs": asdict(result),
+                "model": {"name": ref.name, "version": ref.version},
+                "tokens_in": result.prompt_tokens, "tokens_out": result.completion_tokens,
+                "busy_s": time.perf_counter() - start}
+
+    async def stream(self, req: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
+        """Chunks as they are generated. The first item carries the model and the first
+        chunk together, so a failure before the first token raises to the caller (which
+        then fails over); a client error is the first and only item."""
+        gen, ref = self._textgen, self._ref
+        if gen is None or ref is None:
+            yield self._not_text() | {"error": True}
+            return
+        chunks = gen.stream(req)
+        try:
+            first = await chunks.__anext__()
+        except InputError as exc:
+            yield {"error": True, "status": exc.status, "message": str(exc),
+                   "field": exc.field}
+            return
+        yield {"model": {"name": ref.name, "version": ref.version}, "chunk": asdict(first)}
+        async for chunk in chunks:
+            yield {"chunk": asdict(chunk)}
+
+    def _not_text(self) -> dict[str, Any]:
+        what = f"model {self._ref.name} version {self._ref.version}" if self._ref else \
+            f"slot {self._slot}"
+        return {"ok": False, "kind": "client_error", "status": 400,
+                "message": f"{what} does not generate text; use /v1/predict"}
+
+    def describe(self) -> dict[str, Any]:
+        return {"slot": self._slot, "replica": self._replica_id, "pid": os.getpid(),
+                "model": self._ref.to_dict() if self._ref else None,
+                "healthy": self._backend is not None, "error": self._error}
+
+
+def text_generator(backend: Backend) -> Any:
+    """The backend's streaming text interface, if the model generates text (else None)."""
+    if hasattr(backend, "generate") and hasattr(backend, "stream"):
+        return backend  # e.g. the vLLM backend
+    from gateway.serving.llm.pyfunc_textgen import PyfuncTextGenerator, is_text_generation
+
+    model = getattr(backend, "model", None)
+    return PyfuncTextGenerator(model) if model is not None and is_text_generation(model) \
+        else None
+
+
+def _replica_id() -> str:
+    try:
+        return str(serve.get_replica_context().replica_id.unique_id)
+    except Exception:
+        return f"pid-{os.getpid()}"
