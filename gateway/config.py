@@ -7,6 +7,7 @@ Every section is a frozen dataclass; `load_config` rejects unknown keys and bad 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -15,14 +16,16 @@ import yaml
 
 from core.configschema import bounded, load
 from core.errors import ConfigError
-from gateway.control.alerts import AlertSpec
-from gateway.control.rollout import RolloutPolicy
-from gateway.serving.llm.evaluator import EvaluatorConfig
 from guards.context import JudgeContext
+from guards.hallucination import DEFAULT_SCORER, make_scorer
 from guards.results import TriggerSpec
 from guards.verdict import default_triggers, parse_triggers
 
 BackendName = Literal["auto", "torch", "pyfunc", "vllm"]
+NotifierType = Literal["webhook", "slack", "pagerduty"]
+SeverityName = Literal["critical", "high", "medium", "low", "info"]
+# Retry-After may ask for longer; an alert that late is worth less than a free worker.
+MAX_BACKOFF_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,98 @@ class ObservabilityConfig:
 @dataclass(frozen=True)
 class LlmConfig:
     max_tokens_limit: int = bounded(1024, ge=1)  # larger max_tokens requests get 422
+
+
+# ---- rollout (gateway.control.rollout) ----
+@dataclass(frozen=True)
+class Step:
+    weight: float = bounded(10.0, gt=0.0, le=100.0)
+    min_requests: int = bounded(100, ge=0)
+    min_duration_s: float = bounded(10.0, ge=0.0)
+
+
+@dataclass(frozen=True)
+class ShadowPolicy:
+    enabled: bool = False
+    min_requests: int = bounded(100, ge=0)
+    min_duration_s: float = bounded(10.0, ge=0.0)
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    steps: tuple[Step, ...] = (Step(5.0, 200, 30.0), Step(25.0, 500, 60.0),
+                               Step(50.0, 1000, 60.0))
+    shadow: ShadowPolicy = field(default_factory=ShadowPolicy)
+    # A step that stays inconclusive this long is paused (or rolled back) instead of waiting.
+    step_deadline_s: float = bounded(900.0, gt=0.0)
+    on_deadline: Literal["pause", "rollback"] = "pause"
+    auto_promote: bool = True
+    # The old champion stays loaded this long after a promotion, for an instant rollback.
+    rollback_window_s: float = bounded(300.0, ge=0.0)
+    load_timeout_s: float = bounded(300.0, gt=0.0)
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            raise ValueError("steps: at least one step is required")
+        weights = [s.weight for s in self.steps]
+        if weights != sorted(weights) or len(set(weights)) != len(weights):
+            raise ValueError(f"steps: weights must strictly increase, got {weights}")
+
+    def to_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {f"step{i}.{k}": v for i, s in enumerate(self.steps)
+                                  for k, v in vars(s).items()}
+        params.update({f"shadow.{k}": v for k, v in vars(self.shadow).items()})
+        params.update(step_deadline_s=self.step_deadline_s, on_deadline=self.on_deadline,
+                      auto_promote=self.auto_promote, rollback_window_s=self.rollback_window_s,
+                      load_timeout_s=self.load_timeout_s)
+        return params
+
+
+# ---- alerts (gateway.control.alerts) ----
+@dataclass(frozen=True)
+class AlertSpec:
+    """One entry of config `alerts:`. Strings in `url` and `headers` may reference
+    environment variables as `${NAME}`, resolved when the notifier is built (at start), so
+    secrets (Slack webhook URLs, bearer tokens) stay out of the YAML file."""
+
+    type: NotifierType
+    url: str | None = None
+    routing_key_env: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float = bounded(2.0, gt=0.0, le=60.0)
+    retries: int = bounded(2, ge=0, le=10)
+    min_severity: SeverityName = "info"
+    # First retry waits this long, then doubles (a 429's Retry-After wins, up to 10 s).
+    backoff_s: float = bounded(0.25, ge=0.0, le=MAX_BACKOFF_S)
+    name: str | None = None
+
+
+# ---- hallucination scoring (gateway.serving.llm.evaluator) ----
+@dataclass(frozen=True)
+class EvaluatorConfig:
+    """How the pool samples, scores and delivers. Errors name `hallucination.<field>`."""
+
+    scorer: str = DEFAULT_SCORER
+    scorer_params: Mapping[str, Any] = field(default_factory=dict)
+    sample_rate: float = 0.1  # share of answered requests that are scored, in [0, 1]
+    actors: int = 2
+    num_cpus: float = 0.0  # per actor; scoring is light and must not take a replica's CPU
+    max_in_flight: int = 256  # client side: submit calls not yet accepted by an actor
+    batch_size: int = 32  # an actor scores as soon as it holds this many pairs...
+    flush_interval_s: float = 0.5  # ...or this long after the first one arrived
+    max_buffer: int = 10_000  # actor side: pairs waiting to be scored; more are dropped
+
+    def __post_init__(self) -> None:
+        checks = {"sample_rate": 0.0 <= self.sample_rate <= 1.0, "actors": self.actors >= 1,
+                  "num_cpus": self.num_cpus >= 0.0, "max_in_flight": self.max_in_flight >= 1,
+                  "batch_size": self.batch_size >= 1,
+                  "flush_interval_s": self.flush_interval_s > 0.0,
+                  "max_buffer": self.max_buffer >= 1}
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"hallucination.{name}: invalid value "
+                                  f"{getattr(self, name)!r}")
+        make_scorer(self.scorer, **dict(self.scorer_params))  # fail at start, not in an actor
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ from typing import Any
 from core.configschema import load
 from core.errors import ConfigError
 from core.logs import get_logger
+from gateway.config import AlertSpec
 from gateway.control.notifiers.base import (
     SEVERITIES,
     Alert,
     AlertError,
-    AlertSpec,
     Notifier,
     severity_at_least,
 )

@@ -12,9 +12,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
-from core.configschema import bounded
+from gateway.config import RolloutPolicy, ShadowPolicy, Step
 from gateway.wire.routing import SLOTS, Mode, RoutingTable
 from guards.results import Action, GuardState
 from guards.verdict import Verdict
@@ -34,50 +34,6 @@ class Phase(enum.StrEnum):
 
 ACTIVE = frozenset({Phase.LOADING, Phase.SHADOW, Phase.CANARY, Phase.PAUSED})
 JUDGED = frozenset({Phase.SHADOW, Phase.CANARY, Phase.PAUSED})
-
-
-@dataclass(frozen=True)
-class Step:
-    weight: float = bounded(10.0, gt=0.0, le=100.0)
-    min_requests: int = bounded(100, ge=0)
-    min_duration_s: float = bounded(10.0, ge=0.0)
-
-
-@dataclass(frozen=True)
-class ShadowPolicy:
-    enabled: bool = False
-    min_requests: int = bounded(100, ge=0)
-    min_duration_s: float = bounded(10.0, ge=0.0)
-
-
-@dataclass(frozen=True)
-class RolloutPolicy:
-    steps: tuple[Step, ...] = (Step(5.0, 200, 30.0), Step(25.0, 500, 60.0),
-                               Step(50.0, 1000, 60.0))
-    shadow: ShadowPolicy = field(default_factory=ShadowPolicy)
-    # A step that stays inconclusive this long is paused (or rolled back) instead of waiting.
-    step_deadline_s: float = bounded(900.0, gt=0.0)
-    on_deadline: Literal["pause", "rollback"] = "pause"
-    auto_promote: bool = True
-    # The old champion stays loaded this long after a promotion, for an instant rollback.
-    rollback_window_s: float = bounded(300.0, ge=0.0)
-    load_timeout_s: float = bounded(300.0, gt=0.0)
-
-    def __post_init__(self) -> None:
-        if not self.steps:
-            raise ValueError("steps: at least one step is required")
-        weights = [s.weight for s in self.steps]
-        if weights != sorted(weights) or len(set(weights)) != len(weights):
-            raise ValueError(f"steps: weights must strictly increase, got {weights}")
-
-    def to_params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {f"step{i}.{k}": v for i, s in enumerate(self.steps)
-                                  for k, v in vars(s).items()}
-        params.update({f"shadow.{k}": v for k, v in vars(self.shadow).items()})
-        params.update(step_deadline_s=self.step_deadline_s, on_deadline=self.on_deadline,
-                      auto_promote=self.auto_promote, rollback_window_s=self.rollback_window_s,
-                      load_timeout_s=self.load_timeout_s)
-        return params
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.config import ControlConfig, GatewayConfig, HttpConfig, SupervisorConfig
-from gateway.control.rollout import RolloutPolicy, Step
+from gateway.config import (
+    ControlConfig,
+    GatewayConfig,
+    HttpConfig,
+    RolloutPolicy,
+    Step,
+    SupervisorConfig,
+)
 from gateway.demo.models import (
     Faults,
     LinearModel,

@@ -13,26 +13,22 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from core.configschema import bounded
 from core.errors import ConfigError, GatewayError
 from core.logs import get_logger
+from gateway.config import MAX_BACKOFF_S
 
 log = get_logger(__name__)
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 SEVERITY_RANK = {name: len(SEVERITIES) - 1 - i for i, name in enumerate(SEVERITIES)}
 USER_AGENT = "champion-gateway"
-# Retry-After may ask for longer; an alert that late is worth less than a free worker.
-MAX_BACKOFF_S = 10.0
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
-NotifierType = Literal["webhook", "slack", "pagerduty"]
-SeverityName = Literal["critical", "high", "medium", "low", "info"]
 
 
 class AlertError(GatewayError):
@@ -104,24 +100,6 @@ class Notifier(Protocol):
     min_severity: str
 
     def send(self, alert: Alert) -> None: ...
-
-
-@dataclass(frozen=True)
-class AlertSpec:
-    """One entry of config `alerts:`. Strings in `url` and `headers` may reference
-    environment variables as `${NAME}`, resolved when the notifier is built (at start), so
-    secrets (Slack webhook URLs, bearer tokens) stay out of the YAML file."""
-
-    type: NotifierType
-    url: str | None = None
-    routing_key_env: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    timeout_s: float = bounded(2.0, gt=0.0, le=60.0)
-    retries: int = bounded(2, ge=0, le=10)
-    min_severity: SeverityName = "info"
-    # First retry waits this long, then doubles (a 429's Retry-After wins, up to 10 s).
-    backoff_s: float = bounded(0.25, ge=0.0, le=MAX_BACKOFF_S)
-    name: str | None = None
 
 
 def iso_time(t: float) -> str:

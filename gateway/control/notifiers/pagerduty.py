@@ -8,10 +8,10 @@ import socket
 from typing import Any
 
 from core.errors import ConfigError
+from gateway.config import AlertSpec
 from gateway.control.notifiers.base import (
     USER_AGENT,
     Alert,
-    AlertSpec,
     HttpSender,
     check_url,
     resolve_env_refs,

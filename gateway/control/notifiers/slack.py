@@ -11,14 +11,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from core.errors import ConfigError
-from gateway.control.notifiers.base import (
-    Alert,
-    AlertSpec,
-    HttpSender,
-    check_url,
-    resolve_env_refs,
-    truncate,
-)
+from gateway.config import AlertSpec
+from gateway.control.notifiers.base import Alert, HttpSender, check_url, resolve_env_refs, truncate
 
 HEADER_MAX = 150
 SECTION_TEXT_MAX = 3000

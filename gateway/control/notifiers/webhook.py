@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from core.errors import ConfigError
-from gateway.control.notifiers.base import Alert, AlertSpec, HttpSender, check_url, resolve_env_refs
+from gateway.config import AlertSpec
+from gateway.control.notifiers.base import Alert, HttpSender, check_url, resolve_env_refs
 
 
 class WebhookNotifier:

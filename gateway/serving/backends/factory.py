@@ -11,15 +11,15 @@ def make_backend(name: str, *, device: str = "cpu", max_batch: int = 1024,
                  max_tokens_limit: int = 1024) -> Backend:
     """Build the backend called `name`; raises ConfigError on an unknown name."""
     if name == "torch":
-        from gateway.backends.torch import TorchBackend
+        from gateway.serving.backends.torch import TorchBackend
 
         return TorchBackend(device=device, max_batch=max_batch)
     if name == "pyfunc":
-        from gateway.backends.pyfunc import PyfuncBackend
+        from gateway.serving.backends.pyfunc import PyfuncBackend
 
         return PyfuncBackend(max_batch=max_batch)
     if name == "vllm":
-        from gateway.backends.vllm import VllmBackend
+        from gateway.serving.backends.vllm import VllmBackend
 
         return VllmBackend(max_tokens_limit=max_tokens_limit)
     raise ConfigError(f"model.backend: unknown backend {name!r} (known: torch, pyfunc, vllm)")

@@ -25,46 +25,19 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 
-from core.errors import ConfigError
 from core.logs import get_logger
+from gateway.config import EvaluatorConfig
 from gateway.wire.routing import Mode, RoutingTable
-from guards.hallucination import DEFAULT_SCORER, Scorer, ScorerError, make_scorer
+from guards.hallucination import Scorer, ScorerError, make_scorer
 
 log = get_logger(__name__)
 
 DELIVERY_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True)
-class EvaluatorConfig:
-    """How the pool samples, scores and delivers. Errors name `hallucination.<field>`."""
-
-    scorer: str = DEFAULT_SCORER
-    scorer_params: Mapping[str, Any] = field(default_factory=dict)
-    sample_rate: float = 0.1  # share of answered requests that are scored, in [0, 1]
-    actors: int = 2
-    num_cpus: float = 0.0  # per actor; scoring is light and must not take a replica's CPU
-    max_in_flight: int = 256  # client side: submit calls not yet accepted by an actor
-    batch_size: int = 32  # an actor scores as soon as it holds this many pairs...
-    flush_interval_s: float = 0.5  # ...or this long after the first one arrived
-    max_buffer: int = 10_000  # actor side: pairs waiting to be scored; more are dropped
-
-    def __post_init__(self) -> None:
-        checks = {"sample_rate": 0.0 <= self.sample_rate <= 1.0, "actors": self.actors >= 1,
-                  "num_cpus": self.num_cpus >= 0.0, "max_in_flight": self.max_in_flight >= 1,
-                  "batch_size": self.batch_size >= 1,
-                  "flush_interval_s": self.flush_interval_s > 0.0,
-                  "max_buffer": self.max_buffer >= 1}
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"hallucination.{name}: invalid value "
-                                  f"{getattr(self, name)!r}")
-        make_scorer(self.scorer, **dict(self.scorer_params))  # fail at start, not in an actor
 
 
 def sampled(request_id: str, rate: float) -> bool:

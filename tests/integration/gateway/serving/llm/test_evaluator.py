@@ -18,7 +18,8 @@ import pytest
 import ray
 
 from core.errors import ConfigError
-from gateway.serving.llm.evaluator import EvaluatorConfig, EvaluatorPool, sampled
+from gateway.config import EvaluatorConfig
+from gateway.serving.llm.evaluator import EvaluatorPool, sampled
 from gateway.serving.llm.textgen import GroundedLM, UngroundedLM, load_corpus, train_lm
 from guards.hallucination import make_scorer
 
