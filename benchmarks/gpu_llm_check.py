@@ -203,7 +203,7 @@ class ArmStats:
 def _direct_arm(registry: Any, ref: Any, prompts: list[dict[str, Any]],
                 args: argparse.Namespace) -> dict[str, Any]:
     from gateway.serving.backends.vllm import VllmBackend
-    from model_registry.testing import use_tracking_uri
+    from model_registry.experiments import use_tracking_uri
 
     backend = VllmBackend(gpu_memory_utilization=args.gpu_memory_utilization,
                           max_model_len=args.max_model_len, enforce_eager=args.eager,

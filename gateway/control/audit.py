@@ -482,7 +482,7 @@ def _probe(tracking_uri: str) -> None:
 
 
 def _experiment_id(client: MlflowClient, tracking_uri: str, name: str) -> str:
-    from model_registry.testing import ensure_experiment
+    from model_registry.experiments import ensure_experiment
 
     try:
         experiment_id = ensure_experiment(tracking_uri, name)

@@ -71,7 +71,7 @@ def _use_experiment(registry: ModelRegistry) -> None:
     """Log into an experiment whose artifacts live next to the registry's store."""
     import mlflow
 
-    from model_registry.testing import ensure_experiment
+    from model_registry.experiments import ensure_experiment
 
     mlflow.set_tracking_uri(registry.tracking_uri)
     mlflow.set_experiment(experiment_id=ensure_experiment(registry.tracking_uri,

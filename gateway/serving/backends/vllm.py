@@ -146,7 +146,7 @@ def register_vllm_weights(registry: Any, weights_dir: Path, description: str, *,
     import mlflow.pyfunc
     from mlflow.pyfunc import PythonModel
 
-    from model_registry.testing import ensure_experiment, use_tracking_uri
+    from model_registry.experiments import ensure_experiment, use_tracking_uri
 
     weights_dir = Path(weights_dir).resolve()
     if not (weights_dir / "config.json").is_file():

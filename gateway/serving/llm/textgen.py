@@ -363,7 +363,7 @@ def register_textgen(registry: Any, model: TextGenModel, description: str) -> Mo
     import mlflow
     import mlflow.pyfunc
 
-    from model_registry.testing import ensure_experiment, use_tracking_uri
+    from model_registry.experiments import ensure_experiment, use_tracking_uri
 
     experiment_id = ensure_experiment(registry.tracking_uri, registry.model_name)
     with use_tracking_uri(registry.tracking_uri), \

@@ -72,7 +72,8 @@ def test_profile_summary_drops_idle_leaves_and_ranks_self_time() -> None:
     collapsed = "\n".join([
         "run (threading.py:1);main_loop (ray/_private/worker.py:9) 5",
         "run (threading.py:1);Worker.main_loop (ray/_private/worker.py:9) 50",
-        "run (threading.py:1);_predict (/x/gateway/serving/ingress.py:3);loads (json/__init__.py:4) 30",
+        "run (threading.py:1);_predict (/x/gateway/serving/ingress.py:3);"
+        "loads (json/__init__.py:4) 30",
         "run (threading.py:1);_predict (/x/gateway/serving/ingress.py:3) 10",
     ])
     s = summarize_profile(collapsed)
