@@ -20,13 +20,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported where used: this module stays light
+    from gateway.demo.traffic import Traffic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -373,37 +374,21 @@ def run_wrk(url: str, connections: int, duration_s: float,
             "mean_ms": raw["mean_us"] / 1000}
 
 
-async def _httpx_load(url: str, connections: int, duration_s: float,
-                      body: dict[str, Any]) -> dict[str, float]:
-    import httpx
+def _httpx_load(url: str, connections: int, duration_s: float,
+                body: dict[str, Any]) -> dict[str, float]:
+    """Closed loop with the shared generator (gateway.demo.traffic), `connections` workers."""
+    from gateway.demo.traffic import Traffic, fixed
 
-    payload = json.dumps(body).encode()
-    headers = {"content-type": "application/json"}
     lat: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + duration_s
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal errors
-        while time.perf_counter() < deadline:
-            start = time.perf_counter()
-            try:
-                resp = await client.post(url, content=payload, headers=headers)
-                ok = resp.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            lat.append(time.perf_counter() - start)
-            errors += 0 if ok else 1
-
+    traffic = Traffic(url, path="", concurrency=connections, max_s=duration_s,
+                      payload=fixed(body), on_answer=lambda _a, _r, s: lat.append(s))
     start = time.perf_counter()
-    async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
-        await asyncio.gather(*(worker(client) for _ in range(connections)))
+    answers = asyncio.run(traffic.run())
     seconds = time.perf_counter() - start
     s = latency_summary_ms(lat)
     return {"requests": len(lat), "seconds": seconds, "rps": len(lat) / seconds,
-            "errors": errors, "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"],
-            "mean_ms": s["mean_ms"]}
+            "errors": sum(1 for a in answers if a.status != 200), "p50_ms": s["p50_ms"],
+            "p99_ms": s["p99_ms"], "mean_ms": s["mean_ms"]}
 
 
 def run_load(url: str, connections: int, duration_s: float, client: str = "auto",
@@ -412,7 +397,7 @@ def run_load(url: str, connections: int, duration_s: float, client: str = "auto"
     else httpx."""
     if load_client_name(client) == "wrk":
         return run_wrk(url, connections, duration_s, body)
-    return asyncio.run(_httpx_load(url, connections, duration_s, body))
+    return _httpx_load(url, connections, duration_s, body)
 
 
 def run_count(url: str, connections: int, n: int, max_s: float,
@@ -439,58 +424,10 @@ def load_client_name(client: str) -> str:
 # --- open-loop traffic at a fixed rate -------------------------------------------------------
 
 
-@dataclass
-class Answer:
-    sent: float  # wall clock (time.time()), comparable with table versions (ms)
-    done: float
-    status: int
-    arm: str
+def rate_traffic(url: str, rate: float, max_s: float = 300.0) -> Traffic:
+    """Requests to `url` (an endpoint) at a fixed rate (open loop) on a background thread,
+    recording every answer (`.answers`: sent, status, arm); use as `with rate_traffic(...)`.
+    Bounded by `max_s` whatever happens."""
+    from gateway.demo.traffic import Traffic, fixed
 
-
-@dataclass
-class RateTraffic:
-    """Requests at a fixed rate (open loop) on a background thread, recording every answer;
-    bounded by `max_s` whatever happens."""
-
-    url: str
-    rate: float
-    max_s: float = 300.0
-    answers: list[Answer] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    def __enter__(self) -> RateTraffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(60)
-
-    async def _run(self) -> None:
-        import httpx
-
-        pending: set[asyncio.Task[None]] = set()
-        async with httpx.AsyncClient(timeout=30.0) as client:
-            next_at = time.monotonic()
-            deadline = next_at + self.max_s
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                task = asyncio.ensure_future(self._one(client))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                next_at += 1.0 / self.rate
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            await asyncio.gather(*pending, return_exceptions=True)
-
-    async def _one(self, client: Any) -> None:
-        import httpx
-
-        sent = time.time()
-        try:
-            resp = await client.post(self.url, json=PREDICT_BODY)
-            status, arm = resp.status_code, resp.headers.get("x-gateway-arm", "")
-        except httpx.HTTPError:
-            status, arm = 599, ""
-        self.answers.append(Answer(sent, time.time(), status, arm))
+    return Traffic(url, rate=rate, max_s=max_s, path="", payload=fixed(PREDICT_BODY))

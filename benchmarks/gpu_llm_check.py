@@ -2,7 +2,7 @@
 
 1. Weights: `--champion-weights` / `--challenger-weights` (or GATEWAY_LLM_WEIGHTS), else the
    smallest Hugging Face causal-LM checkpoint found on local disk (HF cache, /models, ...),
-   else two tiny Llama checkpoints built here (gateway.serving.llm.hf_tiny; no hub download ever).
+   else two tiny Llama checkpoints built here (gateway.demo.hf_tiny; no hub download ever).
 2. Both are registered in a fresh SQLite MLflow registry (weights pointers, see
    gateway/serving/backends/vllm.py), the first as `champion`.
 3. direct: each version is served by a `VllmBackend` in this process, one after the other,
@@ -115,8 +115,8 @@ def _weights(args: argparse.Namespace, workdir: Path) -> tuple[tuple[Path, Path]
     found = _find_local_checkpoint()
     if found is not None:
         return (found, found), f"found on disk: {found}"
-    from gateway.serving.llm.hf_tiny import TinyLlamaSpec, build_tiny_llama
-    from gateway.serving.llm.textgen import load_corpus
+    from gateway.demo.hf_tiny import TinyLlamaSpec, build_tiny_llama
+    from gateway.demo.textgen import load_corpus
 
     corpus = load_corpus()
     champion = build_tiny_llama(workdir / "tiny-llama-a", corpus, TinyLlamaSpec(seed=0))

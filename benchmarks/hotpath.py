@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks.baselines import PlainModel, bare_json_response
 from benchmarks.common import PREDICT_BODY
 
 LOOPS = 2000
@@ -62,16 +63,13 @@ def _ingress_steps() -> dict[str, Callable[[], object]]:
 
 
 def _bare_ingress_steps() -> dict[str, Callable[[], object]]:
-    from benchmarks.overhead import _json
-
     body = json.dumps(PREDICT_BODY).encode()
     return {"parse body (json.loads)": lambda: json.loads(body),
-            "answer (Response)": lambda: _json({"outputs": [0.5]})}
+            "answer (Response)": lambda: bare_json_response({"outputs": [0.5]})}
 
 
 def hot_path(registry: Any, ref: Any) -> dict[str, Any]:
     """Microseconds per request of the gateway's own code vs the bare composition's."""
-    from benchmarks.overhead import PlainModel
     from gateway.serving.backends.pyfunc import PyfuncBackend
 
     gateway = {k: per_call_us(f) for k, f in _ingress_steps().items()}

@@ -45,9 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from starlette.requests import Request
-from starlette.responses import Response
-
+from benchmarks.baselines import BareIngress, PlainModel
 from benchmarks.common import (
     REPO_ROOT,
     RESULTS_DIR,
@@ -129,46 +127,6 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         else (5_000 if q else 100_000),
         profile_s=a.profile if a.profile is not None else (5.0 if q else 15.0),
         client=a.client, verbose=a.verbose, quick=q)
-
-
-# --- the two baselines (hand-written Serve deployments) ----------------------------------
-
-
-class PlainModel:
-    """The model alone: load the MLflow pyfunc, answer JSON `{"inputs": rows}`."""
-
-    def __init__(self, tracking_uri: str, model_uri: str) -> None:
-        import mlflow
-        import mlflow.pyfunc
-
-        mlflow.set_tracking_uri(tracking_uri)
-        self._model = mlflow.pyfunc.load_model(model_uri)
-
-    def predict(self, inputs: Any) -> dict[str, Any]:
-        import numpy as np
-
-        out = self._model.predict(np.asarray(inputs, dtype=np.float32))
-        return {"outputs": np.asarray(out).tolist()}
-
-    async def __call__(self, request: Request) -> Response:
-        body = json.loads(await request.body())
-        return _json(self.predict(body["inputs"]))
-
-
-class BareIngress:
-    """A minimal ingress: parse, call the model deployment through its handle, answer."""
-
-    def __init__(self, model: Any) -> None:
-        self._model = model.options(method_name="predict")
-
-    async def __call__(self, request: Request) -> Response:
-        body = json.loads(await request.body())
-        return _json(await self._model.remote(body["inputs"]))
-
-
-def _json(payload: Any) -> Response:
-    return Response(json.dumps(payload, separators=(",", ":")).encode(),
-                    media_type="application/json")
 
 
 # --- deploying each mode ----------------------------------------------------------------

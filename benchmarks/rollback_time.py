@@ -39,7 +39,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmarks.common import (
-    RateTraffic,
     admin_status,
     gateway_config,
     local_serve,
@@ -47,6 +46,7 @@ from benchmarks.common import (
     machine_line,
     median,
     prepare_env,
+    rate_traffic,
     register_linear,
     rounded,
     temp_registry,
@@ -212,7 +212,7 @@ def one_run(url: str, token: str, cfg: Any, registry: Any, bad: Any,
 
     result = RunResult(version=bad.version)
     poller = ReplicaPoller(cfg.app_name, s.poll_interval_s, s.poll_in_flight)
-    with RateTraffic(f"{url}/v1/predict", s.rate, max_s=240) as traffic:
+    with rate_traffic(f"{url}/v1/predict", s.rate, max_s=240) as traffic:
         time.sleep(0.5)
         poller.start()
         registry.set_alias(CHALLENGER, bad.version, actor="bench", reason="rollback benchmark")

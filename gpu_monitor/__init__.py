@@ -1,5 +1,6 @@
 """GPU (and CPU fallback) memory readings per device and per process, sampled off the request
-path. Importing this package needs neither pynvml nor an NVIDIA driver.
+path. A library: it may import `core` and nothing else of the project. Importing this
+package needs neither pynvml nor an NVIDIA driver.
 """
 
 from gpu_monitor.cpu import CpuSource

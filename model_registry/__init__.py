@@ -1,7 +1,9 @@
 """MLflow model registry access: champion/challenger aliases, versions, tags, alias history.
 
-Importing this package stays light (no MLflow import); the registry itself lives in
-`model_registry.registry` (`from model_registry.registry import ModelRegistry`).
+A library: it may import `core` and nothing else of the project. Importing this package
+stays light (no MLflow import: it exports the refs, errors and tracking-URI helpers below);
+the registry itself lives in `model_registry.registry` (`from model_registry.registry
+import ModelRegistry`), test helpers in `model_registry.testing`.
 """
 
 from model_registry.errors import (

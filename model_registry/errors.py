@@ -5,21 +5,14 @@ Light on purpose (no MLflow import), so callers can catch these without loading 
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
 from core.errors import GatewayError
+from core.redact import redact_url
 
 
 def redact_uri(uri: str) -> str:
-    """The URI without a password, so it can go into messages and logs."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username}:***@{host}" if parts.username else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """The URI without a password, so it can go into messages and logs (its query, which
+    names no secret in a tracking URI, stays)."""
+    return redact_url(uri, keep_query=True)
 
 
 class RegistryError(GatewayError):

@@ -1,5 +1,7 @@
-"""The side effects of rollout decisions: registry, audit, MLflow run, alerts, resources.
+"""The side effects of rollout decisions: registry aliases and tags, the audit record, the
+MLflow run, alerts, champion scaling and the control plane's metrics.
 
+Acting only: what the supervisor senses (resource readings) is `gateway.control.sensors`.
 Runs in worker threads of the supervisor (MLflow calls block). Each effect is isolated: a
 failing registry, MLflow or notifier is logged and never stops the others, and never undoes
 the routing change that was already published.
@@ -10,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +20,21 @@ from core.logs import get_logger
 from gateway.config import GatewayConfig
 from gateway.control import rollout as ro
 from gateway.control.alerts import Alert, AlertDispatcher, make_notifiers
-from gateway.control.audit import AuditLog, AuditRecord, RolloutRun
+from gateway.control.audit import AuditLog, AuditRecord
+from gateway.control.ports import RolloutRegistry
+from gateway.control.rollout_run import RolloutRun
 from gateway.control.scaling import scale_deployment, slot_deployment
+from gateway.control.store import VERDICT_TAG
 from gateway.metrics import get_metrics
-from gpu_monitor import Sampler, make_gpu_source
-from guards.context import ArmResources, ResourceReadings
+from guards.context import ResourceReadings
 from guards.results import Action
 from guards.verdict import Verdict
 from guards.window import ArmWindow
 from model_registry.refs import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
-from model_registry.registry import ModelRegistry
+
+__all__ = ["EffectRunner"]
 
 log = get_logger(__name__)
-
-VERDICT_TAG = "gateway.verdict"
-WARMUP_S = 30.0  # memory growth right after a model loads is not counted as creep
 
 
 def _failing_guard(verdict: Any) -> str | None:
@@ -44,15 +46,6 @@ def _failing_guard(verdict: Any) -> str | None:
                 None)
 
 
-def engine_memory(profiles: Sequence[Mapping[str, Any]], total: int
-                   ) -> tuple[int, float | None]:
-    """Bytes the slot's engines preallocate on the device (their reserved share of it, at
-    most the device) and their highest saturation signal, if any reports one."""
-    reserved = sum(float(p.get("reserved_fraction") or 0.0) for p in profiles) * total
-    usages = [float(u) for p in profiles if (u := p.get("engine_usage")) is not None]
-    return min(int(reserved), total), (max(usages) if usages else None)
-
-
 @contextlib.contextmanager
 def _isolated(what: str) -> Iterator[None]:
     try:
@@ -62,7 +55,9 @@ def _isolated(what: str) -> Iterator[None]:
 
 
 class EffectRunner:
-    def __init__(self, cfg: GatewayConfig, registry: ModelRegistry, tracking_uri: str) -> None:
+    """Carries out what the supervisor decided, in the order it asks (see its module doc)."""
+
+    def __init__(self, cfg: GatewayConfig, registry: RolloutRegistry, tracking_uri: str) -> None:
         self._cfg = cfg
         self._registry = registry
         self._tracking_uri = tracking_uri
@@ -70,13 +65,6 @@ class EffectRunner:
         self._alerts = AlertDispatcher(make_notifiers(cfg.alerts))
         self._runs: dict[str, RolloutRun] = {}
         self._champion_replicas = cfg.slots.num_replicas
-        self._pids: dict[tuple[str, str], int] = {}
-        # 10 minutes at the default interval: memory growth is judged over the rollout.
-        self._sampler = Sampler(make_gpu_source("auto"), cfg.supervisor.resource_interval_s,
-                                history_size=300)
-        self._sampler.start()
-        # Requests each slot had served when a memory sample was first seen, by timestamp.
-        self._served_at: dict[float, dict[str, int]] = {}
 
     # --- called by the supervisor ----------------------------------------------------------
 
@@ -125,73 +113,25 @@ class EffectRunner:
             metrics.rollback(cause, guard or "none")
 
     def record_arm_metrics(self, state: ro.RolloutState, champion: ArmWindow,
-                           challenger: ArmWindow, resources: ResourceReadings | None) -> None:
-        """Cost per inference and memory per arm (gauges), refreshed every control tick."""
+                           challenger: ArmWindow, resources: ResourceReadings | None,
+                           device: str = "cpu") -> None:
+        """Cost per inference and memory per arm (gauges, `device` as the memory's label),
+        refreshed every control tick."""
         metrics = get_metrics()
         price = self._cfg.judge.price_per_replica_second
         arms = (("champion", state.champion, champion,
                  resources.champion if resources else None),
                 ("challenger", state.challenger, challenger,
                  resources.challenger if resources else None))
-        device = self._sampler.latest()
-        label = device.devices[0].device if device and device.devices else "cpu"
         for arm, ref, window, res in arms:
             if ref is None:
                 continue
             if price is not None and window.n_requests:
                 metrics.cost(arm, ref.version, price * window.busy_s / window.n_requests)
             if res is not None:
-                metrics.memory(arm, ref.version, label, res.used_bytes, res.total_bytes)
-
-    def watch_pid(self, slot: str, replica_id: str, pid: Any) -> None:
-        if isinstance(pid, int):
-            self._pids[(slot, replica_id)] = pid
-            self._sampler.set_pids(self._pids.values())
-
-    def resources(self, state: ro.RolloutState, served: Mapping[str, int] | None = None,
-                  engines: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-                  ) -> ResourceReadings | None:
-        """Memory of each arm's replicas, from the gpu_monitor samples since the challenger
-        was loaded (plus `WARMUP_S`: loading and the first requests grow a process's memory
-        once, which is not a leak), across canary steps, with the requests each slot had
-        served at each sample (`served`: slot -> cumulative requests, now) and what each
-        slot's engine says of its memory (`engines`: slot -> its replicas' memory profiles,
-        `gateway.serving.backends.MemoryProfile` as dicts)."""
-        history = self._sampler.history()
-        if not history:
-            return None
-        self._note_served(history[-1].timestamp, served or {})
-        start = (state.loaded_at or state.phase_started_at) + WARMUP_S
-        snaps = [snap for snap in history if snap.timestamp >= start] or history[-1:]
-
-        def arm(slot: str) -> ArmResources | None:
-            pids = [p for (s, _), p in self._pids.items() if s == slot]
-            used = [sum(snap.process_memory_bytes(p) or 0 for p in pids) for snap in snaps]
-            device = history[-1].devices[0] if history[-1].devices else None
-            total = device.memory_total_bytes if device else None
-            if not pids or not used[-1] or not total:
-                return None
-            counts = [self._served_at.get(snap.timestamp, {}).get(slot) for snap in snaps]
-            # samples from before this supervisor saw them (a restart) have no request count
-            known = [(u, c) for u, c in zip(used, counts, strict=True) if c is not None]
-            hist, requests = (tuple(u for u, _ in known), tuple(c for _, c in known)) \
-                if len(known) >= 2 else (tuple(used), ())
-            reserved, usage = engine_memory((engines or {}).get(slot, ()), total)
-            return ArmResources(used_bytes=used[-1], total_bytes=total, history=hist,
-                                requests=requests, reserved_bytes=reserved, engine_usage=usage)
-
-        return ResourceReadings(champion=arm(state.champion_slot),
-                                challenger=arm(state.free_slot))
-
-    def _note_served(self, timestamp: float, served: Mapping[str, int]) -> None:
-        if timestamp not in self._served_at:
-            self._served_at[timestamp] = dict(served)
-            keep = {s.timestamp for s in self._sampler.history()}
-            for ts in [t for t in self._served_at if t not in keep]:
-                del self._served_at[ts]
+                metrics.memory(arm, ref.version, device, res.used_bytes, res.total_bytes)
 
     def close(self) -> None:
-        self._sampler.stop()
         self._alerts.flush(5.0)
         self._alerts.close()
 

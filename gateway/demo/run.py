@@ -23,6 +23,7 @@ from gateway.config import (
     Step,
     SupervisorConfig,
 )
+from gateway.demo.live import TrafficStats, drive
 from gateway.demo.models import (
     Faults,
     LinearModel,
@@ -31,7 +32,6 @@ from gateway.demo.models import (
     tensor_signature,
     train_mlp,
 )
-from gateway.demo.traffic import TrafficStats, drive
 from model_registry.refs import CHALLENGER, CHAMPION, ModelRef
 from model_registry.registry import ModelRegistry
 

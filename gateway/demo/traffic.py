@@ -1,118 +1,164 @@
-"""A bounded load generator for the demo: loopback only, fixed rate, bounded duration,
-with a live one-line view of the rollout (phase, weight, guards)."""
+"""The one load generator of the demo, the benchmarks and the e2e tests.
+
+POSTs JSON to a gateway on this machine, open loop at a fixed `rate` (requests leave on
+schedule whether or not earlier ones have answered, as independent clients do) or, without a
+rate, closed loop with `concurrency` workers (each sends its next request when its last one
+has answered: for throughput). Always bounded: by `max_s` seconds whatever happens, and by
+`count` requests, a `stop` predicate or leaving the `with` block when given.
+
+Every answer is recorded as `Answer(sent, status, arm)`; a transport error or timeout counts
+as status 599. `on_answer` sees each answer with its response (None on a transport error) and
+latency, for callers that want more (latencies, model versions, the responses themselves).
+Proxy settings from the environment are ignored: the target is local.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import statistics
-import sys
+import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import numpy as np
 
-from gateway.demo.models import N_FEATURES
+TRANSPORT_ERROR = 599
+JSON_HEADERS = {"content-type": "application/json"}
+
+Payload = Callable[[int], Any]  # request index -> JSON body (bytes: already encoded)
+
+
+class Answer(NamedTuple):
+    sent: float  # wall clock (time.time()): comparable with table versions (ms)
+    status: int
+    arm: str  # the x-gateway-arm header; "" when absent
+
+
+OnAnswer = Callable[[Answer, httpx.Response | None, float], None]
+
+
+def random_rows(seed: int = 0, n_features: int | None = None) -> Payload:
+    """`{"inputs": [row]}` with a standard normal row, reproducible per request index;
+    `n_features` defaults to the demo models' input width."""
+    if n_features is None:
+        from gateway.demo.models import N_FEATURES  # imports MLflow: only when needed
+
+        n_features = N_FEATURES
+
+    def payload(i: int) -> dict[str, Any]:
+        rng = np.random.default_rng((seed, i))
+        return {"inputs": rng.normal(size=(1, n_features)).round(4).tolist()}
+
+    return payload
+
+
+def fixed(body: Any) -> Payload:
+    """The same body for every request, encoded once (the client shares the machine's
+    CPUs with the server it measures)."""
+    encoded = json.dumps(body).encode()
+    return lambda _i: encoded
 
 
 @dataclass
-class TrafficStats:
-    arms: Counter[str] = field(default_factory=Counter)
-    versions: Counter[str] = field(default_factory=Counter)
-    statuses: Counter[int] = field(default_factory=Counter)
-    latencies_ms: list[float] = field(default_factory=list)
+class Traffic:
+    """POSTs to `url + path`: `run()` on an event loop, or `with Traffic(...):` for a
+    background thread that runs until the block ends (or a bound is reached)."""
 
-    @property
-    def sent(self) -> int:
-        return sum(self.statuses.values())
+    url: str
+    rate: float | None = None  # requests per second (open loop); None: closed loop
+    concurrency: int = 1  # closed-loop workers
+    count: int | None = None
+    max_s: float = 240.0
+    path: str = "/v1/predict"
+    payload: Payload = field(default_factory=random_rows)
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 30.0
+    on_answer: OnAnswer | None = None
+    answers: list[Answer] = field(default_factory=list, init=False)
 
-    @property
-    def errors(self) -> int:
-        return sum(n for s, n in self.statuses.items() if s >= 400)
+    def __post_init__(self) -> None:
+        if self.rate is not None and not self.rate > 0:
+            raise ValueError(f"rate: expected > 0 requests per second, got {self.rate}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency: expected >= 1, got {self.concurrency}")
+        self._sent = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    def p50_ms(self) -> float:
-        return statistics.median(self.latencies_ms) if self.latencies_ms else 0.0
+    def statuses(self) -> Counter[int]:
+        return Counter(a.status for a in self.answers)
 
+    async def run(self, stop: Callable[[], bool] | None = None) -> list[Answer]:
+        """Send until a bound is reached or `stop()` is true; wait for the requests in
+        flight; return the answers (also in `answers`)."""
+        slots = self.concurrency if self.rate is None else 100  # httpx's default pool
+        limits = httpx.Limits(max_connections=slots, max_keepalive_connections=slots)
+        async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits,
+                                     trust_env=False) as client:
+            deadline = time.monotonic() + self.max_s  # from the first request on
 
-@dataclass
-class Watch:
-    """The latest admin view, refreshed while traffic runs."""
+            def more() -> bool:
+                return (time.monotonic() < deadline and not (stop and stop())
+                        and (self.count is None or self._sent < self.count))
 
-    view: dict[str, Any] = field(default_factory=dict)
+            if self.rate is None:
+                await asyncio.gather(*(self._worker(client, more)
+                                       for _ in range(self.concurrency)))
+            else:
+                await self._open_loop(client, more, self.rate)
+        return self.answers
 
-
-async def drive(base_url: str, max_s: float, rate: float, stats: TrafficStats,
-                done: Callable[[dict[str, Any]], bool] | None = None,
-                admin_headers: dict[str, str] | None = None, seed: int = 0) -> Watch:
-    """Send `rate` req/s until `done(view)` is true or `max_s` seconds pass."""
-    rng = np.random.default_rng(seed)
-    watch = Watch()
-    interval = 1.0 / rate
-    deadline = time.monotonic() + max_s
-    pending: set[asyncio.Task[None]] = set()
-    async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as client:
-        poller = asyncio.ensure_future(_poll(client, watch, admin_headers or {}, stats))
+    async def _open_loop(self, client: httpx.AsyncClient, more: Callable[[], bool],
+                         rate: float) -> None:
+        pending: set[asyncio.Task[None]] = set()
         next_at = time.monotonic()
-        while time.monotonic() < deadline and not (done and watch.view and done(watch.view)):
-            body = {"inputs": rng.normal(size=(1, N_FEATURES)).round(4).tolist()}
-            task = asyncio.ensure_future(_one(client, body, stats))
+        while more():
+            task = asyncio.ensure_future(self._one(client))
             pending.add(task)
             task.add_done_callback(pending.discard)
-            next_at += interval
+            next_at += 1.0 / rate
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         await asyncio.gather(*pending, return_exceptions=True)
-        poller.cancel()
-        await asyncio.gather(poller, return_exceptions=True)
-        watch.view = await _view(client, admin_headers or {}) or watch.view
-    _line(watch.view, stats, final=True)
-    return watch
 
+    async def _worker(self, client: httpx.AsyncClient, more: Callable[[], bool]) -> None:
+        while more():
+            await self._one(client)
 
-async def _one(client: httpx.AsyncClient, body: dict[str, Any], stats: TrafficStats) -> None:
-    start = time.perf_counter()
-    try:
-        resp = await client.post("/v1/predict", json=body)
-    except httpx.HTTPError:
-        stats.statuses[599] += 1
-        return
-    stats.latencies_ms.append((time.perf_counter() - start) * 1000)
-    stats.statuses[resp.status_code] += 1
-    stats.arms[resp.headers.get("x-gateway-arm", "none")] += 1
-    stats.versions[resp.headers.get("x-gateway-model-version", "none")] += 1
+    async def _one(self, client: httpx.AsyncClient) -> None:
+        i = self._sent
+        self._sent += 1
+        body = self.payload(i)
+        sent, start = time.time(), time.perf_counter()
+        resp: httpx.Response | None
+        try:
+            if isinstance(body, bytes):
+                resp = await client.post(self.url + self.path, content=body,
+                                         headers={**JSON_HEADERS, **self.headers})
+            else:
+                resp = await client.post(self.url + self.path, json=body,
+                                         headers=self.headers)
+        except httpx.HTTPError:
+            resp = None
+        latency = time.perf_counter() - start
+        answer = Answer(sent, TRANSPORT_ERROR if resp is None else resp.status_code,
+                        "" if resp is None else resp.headers.get("x-gateway-arm", ""))
+        self.answers.append(answer)
+        if self.on_answer is not None:
+            self.on_answer(answer, resp, latency)
 
+    def __enter__(self) -> Traffic:
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self.run(self._stop.is_set)), daemon=True,
+            name="traffic")
+        self._thread.start()
+        return self
 
-async def _view(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any] | None:
-    try:
-        resp = await client.get("/admin/rollout", headers=headers)
-        return dict(resp.json()) if resp.status_code == 200 else None
-    except httpx.HTTPError:
-        return None
-
-
-async def _poll(client: httpx.AsyncClient, watch: Watch, headers: dict[str, str],
-                stats: TrafficStats) -> None:
-    while True:
-        watch.view = await _view(client, headers) or watch.view
-        _line(watch.view, stats)
-        await asyncio.sleep(0.5)
-
-
-def _line(view: dict[str, Any], stats: TrafficStats, final: bool = False) -> None:
-    table = view.get("table", {})
-    step, steps = view.get("step"), view.get("steps") or []
-    where = f" {step + 1}/{len(steps)}" if step is not None and steps else ""
-    verdict = view.get("verdict") or {}
-    guards = " ".join(f"{r['guard']}:{r['state'][:4]}" for r in verdict.get("results", [])
-                      if r.get("signal", True) and r["guard"] in _SHOWN)
-    weight = table.get("challenger_weight", 0)
-    line = (f"\r  {view.get('phase', '?'):<11}{where:<5} weight {weight:>3.0f}%"
-            f" | sent {stats.sent:5d} champion {stats.arms['champion']:5d} challenger "
-            f"{stats.arms['challenger']:4d} non-2xx {stats.errors} | {guards}")
-    sys.stdout.write(line[:160].ljust(160) + ("\n" if final else ""))
-    sys.stdout.flush()
-
-
-_SHOWN = ("error_rate", "latency_p95", "output_drift", "throughput")
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(60)

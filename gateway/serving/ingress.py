@@ -9,7 +9,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -17,9 +16,18 @@ from starlette.responses import Response
 
 from core.errors import InputError
 from core.logs import get_logger
-from gateway.config import TimeoutsConfig, parse_config
-from gateway.control.supervisor import get_supervisor
+from gateway.config import parse_config
 from gateway.metrics import get_metrics
+from gateway.serving.calls import (
+    ArmCall,
+    Censor,
+    Route,
+    arm_headers,
+    call_timeout,
+    comparison_deadline,
+    request_id_of,
+    served_version,
+)
 from gateway.serving.feedback import parse_feedback
 from gateway.serving.flushtimer import FlushTimer
 from gateway.serving.http import (
@@ -30,66 +38,30 @@ from gateway.serving.http import (
     read_body,
 )
 from gateway.serving.llm.evaluator import EvaluatorPool
-from gateway.serving.openai_routes import LLMRoutes
+from gateway.serving.openai_routes import OpenAIRoutes
 from gateway.serving.tablewatch import TableWatcher
+from gateway.wire.handles import get_supervisor
+from gateway.wire.replies import CallOutcome, SlotAnswer, SlotError
 from gateway.wire.routing import Arm, Mode, RoutingTable, choose_arm, parse_weight_update
 from guards.window import ArmWindow, Observation, Outcome, key_bucket
 
 log = get_logger(__name__)
 
 Handler = Callable[[Request], Awaitable[Response]]
-OUTCOMES = {"ok": Outcome.OK, "client_error": Outcome.CLIENT_ERROR,
-            "server_error": Outcome.SERVER_ERROR, "timeout": Outcome.TIMEOUT}
+# A call's outcome in the comparison window (UNAVAILABLE: no model was called, none judged).
+OUTCOMES = {CallOutcome.OK: Outcome.OK, CallOutcome.CLIENT_ERROR: Outcome.CLIENT_ERROR,
+            CallOutcome.SERVER_ERROR: Outcome.SERVER_ERROR, CallOutcome.TIMEOUT: Outcome.TIMEOUT}
 ADMIN_OPS = ("promote", "rollback", "pause", "resume")
 URGENT = frozenset({Outcome.SERVER_ERROR, Outcome.TIMEOUT})
 
 
-@dataclass(frozen=True)
-class ArmCall:
-    """The outcome of one call to a model slot, as the ingress saw it."""
+class Ingress:
+    """The HTTP entry point: routes each request to an arm by the RoutingTable, observes
+    every call into the model version's comparison window, and flushes the windows to the
+    supervisor. The OpenAI endpoints are an `OpenAIRoutes` it holds, served through the
+    public methods of `IngressServices` (`table`, `route`, `serve`, `censor`, `observe`,
+    `failover`, `remember_served`, `evaluator`)."""
 
-    reply: dict[str, Any] | None
-    outcome: str  # ok | client_error | server_error | timeout | unavailable
-    latency_s: float
-    message: str = ""
-    # Whether the call is evidence in the arms' comparison: False for a failover retry and
-    # for a champion call censored at the comparison deadline (see `comparison_deadline`).
-    compared: bool = True
-
-
-class Censor:
-    """A champion call's place in the comparison window, armed for one request.
-
-    The challenger's calls time out at the comparison deadline; a champion call still running
-    then is censored: a TIMEOUT at the deadline goes into the champion's window at that moment
-    (a timer callback, no task), so it is flushed with the challenger's timeouts of requests
-    that started at the same time. Whatever the call does later stays out of the window.
-    """
-
-    __slots__ = ("fired", "handle")
-
-    def __init__(self) -> None:
-        self.fired = False
-        self.handle: asyncio.TimerHandle | None = None
-
-    def stop(self) -> bool:
-        """The call finished: True when it did so before the deadline (it is compared)."""
-        if self.handle is not None:
-            self.handle.cancel()
-        return not self.fired
-
-
-def comparison_deadline(table: RoutingTable, timeouts: TimeoutsConfig) -> float | None:
-    """The deadline both arms are judged at for a request routed by `table`: what the
-    challenger's call may take (`challenger_s`, or `shadow_s` for a shadow copy). None when no
-    challenger gets traffic, or when the champion's own timeout comes first."""
-    if not table.challenger_active:
-        return None
-    deadline = timeouts.shadow_s if table.mode is Mode.SHADOW else timeouts.challenger_s
-    return deadline if deadline < timeouts.champion_s else None
-
-
-class Ingress(LLMRoutes):
     async def __init__(  # type: ignore[misc]  # Serve supports async constructors
             self, config: dict[str, Any], slot_a: Any, slot_b: Any,
             initial_table: dict[str, Any]) -> None:
@@ -100,12 +72,13 @@ class Ingress(LLMRoutes):
         slots = {"a": slot_a, "b": slot_b}
         self._handles = {method: {s: h.options(method_name=method) for s, h in slots.items()}
                          for method in ("predict", "generate")}
-        self._stream_handles = {s: h.options(method_name="stream", stream=True)
-                                for s, h in slots.items()}
+        stream_handles = {s: h.options(method_name="stream", stream=True)
+                          for s, h in slots.items()}
         self._evaluator_pool: EvaluatorPool | None = None
         self._sticky_header = self._cfg.routing.sticky_header.lower()
         self._sup = get_supervisor(self._cfg.control.supervisor_name, self._cfg.control.namespace)
         self._metrics = get_metrics()
+        self._openai = OpenAIRoutes(self._cfg, self, stream_handles, self._metrics)
         self._watcher = TableWatcher(self._sup, RoutingTable.from_dict(initial_table),
                                      poll_timeout_s=self._cfg.control.long_poll_timeout_s,
                                      on_change=self._on_table)
@@ -129,8 +102,8 @@ class Ingress(LLMRoutes):
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/predict"): self._predict,
             ("POST", "/v1/feedback"): self._feedback,
-            ("POST", "/v1/completions"): self._completions,
-            ("POST", "/v1/chat/completions"): self._chat,
+            ("POST", "/v1/completions"): self._openai.completions,
+            ("POST", "/v1/chat/completions"): self._openai.chat,
             ("GET", "/healthz"): self._healthz,
             ("GET", "/admin/rollout"): self._admin_rollout,
             ("POST", "/admin/weights"): self._admin_weights,
@@ -146,7 +119,7 @@ class Ingress(LLMRoutes):
             return await handler(request)
         except InputError as exc:
             return error_response(exc.status, "invalid_request", str(exc),
-                                  _request_id(request), exc.field)
+                                  request_id_of(request), exc.field)
 
     def _no_route(self, request: Request) -> Response:
         methods = sorted(m for (m, p) in self._routes if p == request.url.path)
@@ -158,44 +131,55 @@ class Ingress(LLMRoutes):
 
     # --- inference -------------------------------------------------------------------
 
+    @property
+    def table(self) -> RoutingTable:
+        """The routing table this replica applies now."""
+        return self._watcher.current
+
+    def route(self, request: Request) -> Route:
+        """The arm for `request` under the current table, by its sticky key if it has one."""
+        table = self._watcher.current
+        key = request.headers.get(self._sticky_header)
+        bucket = None if key is None else key_bucket(key)
+        return Route(table, choose_arm(table, key), bucket)
+
     async def _predict(self, request: Request) -> Response:
-        request_id = _request_id(request)
+        rid = request_id_of(request)
         body = parse_json_object(await read_body(request, self._cfg.http.max_body_bytes))
         if "inputs" not in body:
             raise InputError("inputs: missing required field", field="inputs")
         inputs = body["inputs"]
-        table = self._watcher.current
-        key = request.headers.get(self._sticky_header)
-        bucket = None if key is None else key_bucket(key)
-        arm = choose_arm(table, key)
+        route = self.route(request)
+        table = route.table
         if table.mode is Mode.SHADOW and table.challenger_active:
-            self._spawn(self._shadow(table, inputs, "predict", bucket))
-        arm, call = await self._serve(table, arm, inputs, "predict", bucket)
-        if call.outcome == "ok" and call.reply is not None:
-            self._served.append((request_id, str(call.reply["model"]["version"])))
-        return self._answer(arm, call, request_id)
+            self._spawn(self._shadow(table, inputs, "predict", route.bucket))
+        arm, call = await self.serve(route, inputs, "predict")
+        answer = call.answer
+        if answer is not None:
+            self.remember_served(rid, answer.model.version)
+        return self._answer(arm, call, rid)
 
-    async def _serve(self, table: RoutingTable, arm: Arm, inputs: Any, method: str,
-                     bucket: int | None = None) -> tuple[Arm, ArmCall]:
+    async def serve(self, route: Route, inputs: Any, method: str) -> tuple[Arm, ArmCall]:
         """Call the chosen arm (the champion on a challenger failure) and observe the calls.
-        `bucket`: the sticky key's analysis bucket, if the request has a key."""
+        `method`: the slot method (`predict`, `generate`); `route.bucket`: the sticky key's
+        analysis bucket, if the request has a key."""
+        table, arm, bucket = route.table, route.arm, route.bucket
         compared = True
         if arm is Arm.CHALLENGER:
             call = await self._call(table, Arm.CHALLENGER, inputs, method)
             self._observe(table, Arm.CHALLENGER, call, bucket)
-            if call.outcome in ("ok", "client_error"):
+            if call.outcome in (CallOutcome.OK, CallOutcome.CLIENT_ERROR):
                 return arm, call
             # Failover: the client gets the champion's answer; the failure stays counted
             # against the challenger. The retry is counted, but kept out of the champion's
             # window: it follows the challenger's failure, so it is no sample of the champion.
-            self.counts[("challenger", "failover")] += 1
-            self._metrics.failover(self._version(table, Arm.CHALLENGER))
+            self.failover(table)
             compared = False
-        censor = self._censor(table, bucket) if compared else None
+        censor = self.censor(table, bucket) if compared else None
         try:
             call = await self._call(table, Arm.CHAMPION, inputs, method)
             current = self._watcher.current
-            if call.outcome == "unavailable" and current.version != table.version:
+            if call.outcome is CallOutcome.UNAVAILABLE and current.version != table.version:
                 # The table changed while this request was in flight (roles flipped): ask the
                 # champion of the new table.
                 table = current
@@ -208,14 +192,19 @@ class Ingress(LLMRoutes):
         self._observe(table, Arm.CHAMPION, call, bucket)
         return Arm.CHAMPION, call
 
-    def _censor(self, table: RoutingTable, bucket: int | None) -> Censor | None:
+    def failover(self, table: RoutingTable) -> None:
+        """Count a failover from `table`'s challenger to its champion."""
+        self.counts[(Arm.CHALLENGER.value, "failover")] += 1
+        self._metrics.failover(served_version(table, Arm.CHALLENGER))
+
+    def censor(self, table: RoutingTable, bucket: int | None) -> Censor | None:
         """Arm the censoring of a champion call at the comparison deadline (see `Censor`)."""
         deadline = comparison_deadline(table, self._cfg.timeouts)
         if deadline is None:
             return None
         censor = Censor()
         censor.handle = asyncio.get_running_loop().call_later(
-            deadline, self._censored, censor, self._version(table, Arm.CHAMPION), deadline,
+            deadline, self._censored, censor, served_version(table, Arm.CHAMPION), deadline,
             bucket)
         return censor
 
@@ -229,10 +218,9 @@ class Ingress(LLMRoutes):
                     method: str = "predict", timeout: float | None = None) -> ArmCall:
         slot = table.slot_of(arm)
         if slot is None:
-            return ArmCall(None, "unavailable", 0.0, f"no {arm.value} slot")
+            return ArmCall(None, CallOutcome.UNAVAILABLE, 0.0, f"no {arm.value} slot")
         if timeout is None:
-            timeout = (self._cfg.timeouts.champion_s if arm is Arm.CHAMPION
-                       else self._cfg.timeouts.challenger_s)
+            timeout = call_timeout(arm, self._cfg.timeouts)
         start = time.perf_counter()
         response = self._handles[method][slot].remote(inputs)
         try:
@@ -240,15 +228,18 @@ class Ingress(LLMRoutes):
                 reply = await response
         except TimeoutError:
             response.cancel()
-            return ArmCall(None, "timeout", time.perf_counter() - start,
+            return ArmCall(None, CallOutcome.TIMEOUT, time.perf_counter() - start,
                            f"{arm.value} timed out after {timeout:g}s")
         except Exception as exc:  # dead replica, actor error, cancelled request
-            return ArmCall(None, "server_error", time.perf_counter() - start,
+            return ArmCall(None, CallOutcome.SERVER_ERROR, time.perf_counter() - start,
                            f"{arm.value} call failed: {type(exc).__name__}: {exc}")
         latency = time.perf_counter() - start
-        if reply.get("ok"):
-            return ArmCall(reply, "ok", latency)
-        return ArmCall(reply, reply.get("kind", "server_error"), latency, reply.get("message", ""))
+        if isinstance(reply, SlotAnswer):
+            return ArmCall(reply, CallOutcome.OK, latency)
+        if isinstance(reply, SlotError):
+            return ArmCall(reply, reply.kind, latency, reply.message)
+        return ArmCall(None, CallOutcome.SERVER_ERROR, latency,  # a slot broke its contract
+                       f"{arm.value} replied with a {type(reply).__name__}, not a SlotReply")
 
     async def _shadow(self, table: RoutingTable, inputs: Any, method: str,
                       bucket: int | None = None) -> None:
@@ -256,24 +247,27 @@ class Ingress(LLMRoutes):
                                 self._cfg.timeouts.shadow_s)
         self._observe(table, Arm.CHALLENGER, call, bucket)
 
-    @staticmethod
-    def _version(table: RoutingTable, arm: Arm) -> str:
-        ref = table.model_of(arm)
-        return ref.version if ref else "none"
-
     def _observe(self, table: RoutingTable, arm: Arm, call: ArmCall,
                  bucket: int | None = None) -> None:
         """One observation into the serving model version's window (the hot path); a call
         that is not `compared` is counted and measured, but not recorded in the window."""
-        self.counts[(arm.value, call.outcome)] += 1
         outcome = OUTCOMES.get(call.outcome)
-        if outcome is None:  # "unavailable": no model was called, nothing to judge
+        if outcome is None:  # UNAVAILABLE: no model was called, nothing to judge or measure
+            self.counts[(arm.value, call.outcome.value)] += 1
             return
-        reply = call.reply if call.outcome == "ok" else None
-        version = str(reply["model"]["version"]) if reply else self._version(table, arm)
-        if call.compared:
-            self._record(arm, version, _observation(call, outcome, reply, bucket))
-        self._metrics.request(arm.value, version, call.outcome, call.latency_s)
+        answer = call.answer
+        version = answer.model.version if answer else served_version(table, arm)
+        self.observe(arm, version, call.outcome, call.latency_s,
+                     _observation(call, outcome, answer, bucket) if call.compared else None)
+
+    def observe(self, arm: Arm, version: str, outcome: CallOutcome, latency_s: float,
+                observation: Observation | None) -> None:
+        """Count and measure one outcome of `version`; `observation` (None for a call that is
+        not compared) goes into the version's comparison window."""
+        self.counts[(arm.value, outcome.value)] += 1
+        if observation is not None:
+            self._record(arm, version, observation)
+        self._metrics.request(arm.value, version, outcome.value, latency_s)
 
     def _record(self, arm: Arm, version: str, observation: Observation) -> None:
         """Into the version's window; a failed challenger call asks for an early flush."""
@@ -284,7 +278,12 @@ class Ingress(LLMRoutes):
         if arm is Arm.CHALLENGER and observation.outcome in URGENT:
             self._flush_timer.urge()
 
-    def _evaluator(self) -> EvaluatorPool:
+    def remember_served(self, request_id: str, version: str) -> None:
+        """`request_id` was answered by `version`: sent with the next flush, so feedback on
+        it reaches that version's rollout."""
+        self._served.append((request_id, version))
+
+    def evaluator(self) -> EvaluatorPool:
         """Hallucination scoring actors, started on the first LLM answer with a context."""
         if self._evaluator_pool is None:
             self._evaluator_pool = EvaluatorPool(self._cfg.hallucination, self._sup)
@@ -323,19 +322,18 @@ class Ingress(LLMRoutes):
             del self._windows[version]  # models no longer served: keep memory bounded
             self._flushed.pop(version, None)
 
-    def _answer(self, arm: Arm, call: ArmCall, request_id: str) -> Response:
-        reply = call.reply
-        if call.outcome == "client_error" and reply is not None:
-            return error_response(int(reply.get("status", 422)), "invalid_input",
-                                  str(reply.get("message")), request_id, reply.get("field"))
-        if call.outcome != "ok" or reply is None:
+    def _answer(self, arm: Arm, call: ArmCall, rid: str) -> Response:
+        refused = call.client_error
+        if refused is not None:
+            return error_response(refused.status, "invalid_input", refused.message, rid,
+                                  refused.field)
+        answer = call.answer
+        if answer is None:
             return error_response(502, "upstream_error",
-                                  f"the champion model could not answer: {call.message}",
-                                  request_id)
-        model = reply["model"]
-        # x-request-id is echoed (or generated) by Serve's proxy on every response.
-        headers = {"x-gateway-arm": arm.value, "x-gateway-model-version": str(model["version"])}
-        return json_response({"outputs": reply["outputs"], "model": model}, 200, headers)
+                                  f"the champion model could not answer: {call.message}", rid)
+        model = answer.model.to_dict()
+        return json_response({"outputs": answer.outputs, "model": model}, 200,
+                             arm_headers(arm, answer.model))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -441,18 +439,13 @@ class Ingress(LLMRoutes):
         return json_response(self._local_view(table))
 
 
-def _observation(call: ArmCall, outcome: Outcome, reply: dict[str, Any] | None,
+def _observation(call: ArmCall, outcome: Outcome, answer: SlotAnswer | None,
                  bucket: int | None) -> Observation:
-    if reply is None:
+    """What the window records of a call: the answer's summaries and service time when
+    there is one (its batch is a cluster of requests: `Observation.batch_size`)."""
+    if answer is None:
         return Observation(call.latency_s, outcome, key_bucket=bucket)
     return Observation(
-        call.latency_s, outcome, reply.get("output_summary"), reply.get("input_summary"),
-        reply.get("tokens_in", 0), reply.get("tokens_out", 0), reply.get("busy_s", 0.0),
-        key_bucket=bucket, batch_size=int(reply.get("batch_size", 1)))
-
-
-def _request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id")
-    if given and len(given) <= 128 and given.isprintable():
-        return given
-    return uuid.uuid4().hex
+        call.latency_s, outcome, answer.output_summary, answer.input_summary,
+        answer.tokens_in, answer.tokens_out, answer.busy_s, key_bucket=bucket,
+        batch_size=answer.batch_size)

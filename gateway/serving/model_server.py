@@ -20,11 +20,21 @@ from ray import serve
 from core.errors import InputError
 from core.logs import get_logger
 from gateway.config import GatewayConfig, parse_config
-from gateway.control.supervisor import get_supervisor
 from gateway.serving.backends import Backend, make_backend, memory_profile
 from gateway.serving.backends.common import flavors, model_metadata
 from gateway.serving.llm.openai_api import GenerationRequest
 from gateway.serving.tablewatch import TableWatcher
+from gateway.wire.handles import get_supervisor
+from gateway.wire.replies import (
+    CallOutcome,
+    ServedModel,
+    SlotAnswer,
+    SlotError,
+    SlotReply,
+    StreamChunk,
+    StreamItem,
+    StreamStart,
+)
 from gateway.wire.routing import RoutingTable
 from model_registry.refs import ModelRef
 
@@ -53,7 +63,8 @@ def load_backend(cfg: GatewayConfig, ref: ModelRef) -> Backend:
 
 
 class ModelServer:
-    """One model slot (`a` or `b`). Replies are dicts, never exceptions, for bad input."""
+    """One model slot (`a` or `b`). Replies are `SlotReply`s (`gateway.wire.replies`), never
+    exceptions, for bad input or a failed model."""
 
     async def __init__(  # type: ignore[misc]  # Serve supports async constructors
             self, slot: str, config: dict[str, Any], tracking_uri: str,
@@ -133,29 +144,24 @@ class ModelServer:
         except Exception as exc:  # the supervisor may be restarting; it re-learns on next load
             log.warning("slot %s: could not report to supervisor: %s", self._slot, exc)
 
-    def predict(self, inputs: Any) -> dict[str, Any]:
+    def predict(self, inputs: Any) -> SlotReply:
         backend, ref = self._backend, self._ref
         if backend is None or ref is None:
-            return {"ok": False, "kind": "unavailable", "status": 503,
-                    "message": f"slot {self._slot} has no healthy model"
-                               + (f": {self._error}" if self._error else "")}
+            return SlotError(CallOutcome.UNAVAILABLE, 503,
+                             f"slot {self._slot} has no healthy model"
+                             + (f": {self._error}" if self._error else ""))
         start = time.perf_counter()
         try:
             pred = backend.predict(inputs)
         except InputError as exc:
-            return {"ok": False, "kind": "client_error", "status": exc.status,
-                    "message": str(exc), "field": exc.field}
+            return _client_error(exc)
         except Exception as exc:
-            return {"ok": False, "kind": "server_error", "status": 500,
-                    "message": f"model {ref.name} version {ref.version} failed: "
-                               f"{type(exc).__name__}: {exc}"}
-        return {"ok": True, "outputs": pred.outputs,
-                "model": {"name": ref.name, "version": ref.version},
-                "output_summary": pred.output_summary, "input_summary": pred.input_summary,
-                "tokens_in": pred.tokens_in, "tokens_out": pred.tokens_out,
-                "busy_s": time.perf_counter() - start}
+            return _model_failed(ref, exc)
+        return SlotAnswer(pred.outputs, _served(ref), output_summary=pred.output_summary,
+                          input_summary=pred.input_summary, tokens_in=pred.tokens_in,
+                          tokens_out=pred.tokens_out, busy_s=time.perf_counter() - start)
 
-    async def generate(self, req: GenerationRequest) -> dict[str, Any]:
+    async def generate(self, req: GenerationRequest) -> SlotReply:
         """One whole text generation (OpenAI endpoints without `stream`)."""
         gen, ref = self._textgen, self._ref
         if gen is None or ref is None:
@@ -164,46 +170,54 @@ class ModelServer:
         try:
             result = await gen.generate(req)
         except InputError as exc:
-            return {"ok": False, "kind": "client_error", "status": exc.status,
-                    "message": str(exc), "field": exc.field}
+            return _client_error(exc)
         except Exception as exc:
-            return {"ok": False, "kind": "server_error", "status": 500,
-                    "message": f"model {ref.name} version {ref.version} failed: "
-                               f"{type(exc).__name__}: {exc}"}
-        return {"ok": True, "outputs": asdict(result),
-                "model": {"name": ref.name, "version": ref.version},
-                "tokens_in": result.prompt_tokens, "tokens_out": result.completion_tokens,
-                "busy_s": time.perf_counter() - start}
+            return _model_failed(ref, exc)
+        return SlotAnswer(asdict(result), _served(ref), tokens_in=result.prompt_tokens,
+                          tokens_out=result.completion_tokens,
+                          busy_s=time.perf_counter() - start)
 
-    async def stream(self, req: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, req: GenerationRequest) -> AsyncIterator[StreamItem]:
         """Chunks as they are generated. The first item carries the model and the first
-        chunk together, so a failure before the first token raises to the caller (which
-        then fails over); a client error is the first and only item."""
+        chunk together (`StreamStart`), so a failure before the first token raises to the
+        caller (which then fails over); a client error is the first and only item."""
         gen, ref = self._textgen, self._ref
         if gen is None or ref is None:
-            yield self._not_text() | {"error": True}
+            yield self._not_text()
             return
         chunks = gen.stream(req)
         try:
             first = await chunks.__anext__()
         except InputError as exc:
-            yield {"error": True, "status": exc.status, "message": str(exc),
-                   "field": exc.field}
+            yield _client_error(exc)
             return
-        yield {"model": {"name": ref.name, "version": ref.version}, "chunk": asdict(first)}
+        yield StreamStart(_served(ref), asdict(first))
         async for chunk in chunks:
-            yield {"chunk": asdict(chunk)}
+            yield StreamChunk(asdict(chunk))
 
-    def _not_text(self) -> dict[str, Any]:
+    def _not_text(self) -> SlotError:
         what = f"model {self._ref.name} version {self._ref.version}" if self._ref else \
             f"slot {self._slot}"
-        return {"ok": False, "kind": "client_error", "status": 400,
-                "message": f"{what} does not generate text; use /v1/predict"}
+        return SlotError(CallOutcome.CLIENT_ERROR, 400,
+                         f"{what} does not generate text; use /v1/predict")
 
     def describe(self) -> dict[str, Any]:
         return {"slot": self._slot, "replica": self._replica_id, "pid": os.getpid(),
                 "model": self._ref.to_dict() if self._ref else None,
                 "healthy": self._backend is not None, "error": self._error}
+
+
+def _served(ref: ModelRef) -> ServedModel:
+    return ServedModel(ref.name, ref.version)
+
+
+def _client_error(exc: InputError) -> SlotError:
+    return SlotError(CallOutcome.CLIENT_ERROR, exc.status, str(exc), exc.field)
+
+
+def _model_failed(ref: ModelRef, exc: Exception) -> SlotError:
+    return SlotError(CallOutcome.SERVER_ERROR, 500, f"model {ref.name} version {ref.version} "
+                     f"failed: {type(exc).__name__}: {exc}")
 
 
 def text_generator(backend: Backend) -> Any:

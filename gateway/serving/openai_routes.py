@@ -4,22 +4,35 @@ Routed by the same table as `/v1/predict`. Streams (`stream: true`) are passed t
 the chosen arm chunk by chunk, without buffering; a challenger that fails before its first
 token is replaced by the champion, invisibly. Every answer is measured (TTFT, time per output
 token, tokens) and a sample is scored for hallucination off the request path.
+
+`OpenAIRoutes` is held by the Ingress and uses it only through `IngressServices`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from core.errors import InputError
+from gateway.config import GatewayConfig
+from gateway.metrics import GatewayMetrics
+from gateway.serving.calls import (
+    ArmCall,
+    Censor,
+    Route,
+    arm_headers,
+    call_timeout,
+    request_id_of,
+    served_version,
+)
 from gateway.serving.http import json_response, parse_json_object, read_body
-from gateway.serving.llm.evaluator import table_sample_rates
+from gateway.serving.llm.evaluator import EvaluatorPool, table_sample_rates
 from gateway.serving.llm.openai_api import (
     SSE_DONE,
     GenerationChunk,
@@ -37,52 +50,54 @@ from gateway.serving.llm.openai_api import (
     sse,
     usage_chunk,
 )
-from gateway.wire.routing import Arm, RoutingTable, choose_arm
-from guards.window import Observation, Outcome, key_bucket
+from gateway.wire.replies import CallOutcome, SlotError, StreamChunk, StreamStart
+from gateway.wire.routing import Arm, RoutingTable
+from guards.window import Observation, Outcome
 
-if TYPE_CHECKING:
-    from collections import Counter
-
-    from gateway.config import GatewayConfig
-    from gateway.metrics import GatewayMetrics
-    from gateway.serving.ingress import ArmCall, Censor
-    from gateway.serving.llm.evaluator import EvaluatorPool
-    from gateway.serving.tablewatch import TableWatcher
+# A stream's outcome, in the comparison window.
+_WINDOW_OUTCOMES = {CallOutcome.OK: Outcome.OK, CallOutcome.TIMEOUT: Outcome.TIMEOUT}
 
 
-class IngressCore(Protocol):
-    """What the OpenAI routes use of the Ingress they are mixed into."""
+class IngressServices(Protocol):
+    """What the OpenAI routes use of the ingress that holds them: its routing, its calls to
+    the arms, and its bookkeeping of outcomes, so both kinds of endpoint are observed alike.
+    """
 
-    _cfg: GatewayConfig
-    _watcher: TableWatcher
-    _sticky_header: str
-    _served: list[tuple[str, str]]
-    _stream_handles: dict[str, Any]
-    _metrics: GatewayMetrics
-    counts: Counter[tuple[str, str]]
+    @property
+    def table(self) -> RoutingTable:
+        """The routing table the replica applies now."""
+        ...
 
-    async def _serve(self, table: RoutingTable, arm: Arm, inputs: Any, method: str,
-                     bucket: int | None = None) -> tuple[Arm, ArmCall]: ...
-    def _censor(self, table: RoutingTable, bucket: int | None) -> Censor | None: ...
-    def _version(self, table: RoutingTable, arm: Arm) -> str: ...
-    def _record(self, arm: Arm, version: str, observation: Observation) -> None: ...
-    def _evaluator(self) -> EvaluatorPool: ...
-    async def _openai(self, request: Request, kind: str) -> Response: ...
-    def _generation_answer(self, arm: Arm, call: ArmCall, req: GenerationRequest,
-                           request_id: str) -> Response: ...
-    async def _stream_answer(self, table: RoutingTable, arm: Arm, req: GenerationRequest,
-                             request_id: str, bucket: int | None = None) -> Response: ...
-    async def _open_stream(self, table: RoutingTable, arm: Arm, req: GenerationRequest,
-                           bucket: int | None, compared: bool) -> OpenStream | None: ...
-    def _sse(self, opened: OpenStream, arm: Arm, req: GenerationRequest,
-             request_id: str) -> AsyncIterator[bytes]: ...
-    def _chunk(self, req: GenerationRequest, chunk: GenerationChunk, model: str,
-               request_id: str, created: int, first: bool = False) -> dict[str, Any]: ...
-    def _observe_stream(self, table: RoutingTable, arm: Arm, outcome: str,
-                        tally: StreamTally, version: str | None, bucket: int | None = None,
-                        compared: bool = True) -> None: ...
-    def _evaluate(self, arm: Arm, version: str, req: GenerationRequest, text: str,
-                  request_id: str) -> None: ...
+    def route(self, request: Request) -> Route:
+        """Choose the arm for `request` (its sticky key, if any) under the current table."""
+        ...
+
+    async def serve(self, route: Route, inputs: Any, method: str) -> tuple[Arm, ArmCall]:
+        """Call `route.arm`'s slot method `method` (the champion on a challenger failure),
+        observing every call; returns the arm that answered and its call."""
+        ...
+
+    def censor(self, table: RoutingTable, bucket: int | None) -> Censor | None:
+        """Arm the censoring of a champion call at the comparison deadline, if there is one."""
+        ...
+
+    def observe(self, arm: Arm, version: str, outcome: CallOutcome, latency_s: float,
+                observation: Observation | None) -> None:
+        """Count and measure one outcome of `version`; `observation` (None for a call that
+        is not compared) goes into its comparison window."""
+        ...
+
+    def failover(self, table: RoutingTable) -> None:
+        """Count a failover from `table`'s challenger to its champion."""
+        ...
+
+    def remember_served(self, request_id: str, version: str) -> None:
+        """`request_id` was answered by `version` (feedback may name it later)."""
+        ...
+
+    def evaluator(self) -> EvaluatorPool:
+        """The hallucination scoring pool."""
+        ...
 
 
 @dataclass(slots=True)
@@ -90,7 +105,7 @@ class OpenStream:
     """A stream that delivered its first item, and how its outcome is to be observed."""
 
     stream: Any
-    first: dict[str, Any]
+    first: StreamStart | SlotError
     tally: StreamTally
     bucket: int | None  # the sticky key's analysis bucket, if any
     # False for a failover stream, and for a champion stream censored at the comparison
@@ -98,19 +113,25 @@ class OpenStream:
     compared: bool
 
 
-class LLMRoutes:
-    """Mixed into the Ingress; uses its table, slots, observation and metrics."""
+class OpenAIRoutes:
+    """The OpenAI endpoints: `completions` and `chat` are the ingress's route handlers.
+    `stream_handles`: each slot's `stream` method, as a streaming DeploymentHandle."""
 
-    async def _completions(self: IngressCore, request: Request) -> Response:
+    def __init__(self, cfg: GatewayConfig, ingress: IngressServices,
+                 stream_handles: Mapping[str, Any], metrics: GatewayMetrics) -> None:
+        self._cfg = cfg
+        self._ingress = ingress
+        self._stream_handles = stream_handles
+        self._metrics = metrics
+
+    async def completions(self, request: Request) -> Response:
         return await self._openai(request, "completion")
 
-    async def _chat(self: IngressCore, request: Request) -> Response:
+    async def chat(self, request: Request) -> Response:
         return await self._openai(request, "chat")
 
-    async def _openai(self: IngressCore, request: Request, kind: str) -> Response:
-        from gateway.serving.ingress import _request_id
-
-        request_id = _request_id(request)
+    async def _openai(self, request: Request, kind: str) -> Response:
+        rid = request_id_of(request)
         try:
             body = parse_json_object(await read_body(request, self._cfg.http.max_body_bytes))
             limit = self._cfg.llm.max_tokens_limit
@@ -118,64 +139,59 @@ class LLMRoutes:
                    else parse_chat(body, limit))
         except InputError as exc:
             return json_response(input_error_body(exc), exc.status)
-        table = self._watcher.current
-        key = request.headers.get(self._sticky_header)
-        bucket = None if key is None else key_bucket(key)
-        arm = choose_arm(table, key)
+        route = self._ingress.route(request)
         if req.stream:
-            return await self._stream_answer(table, arm, req, request_id, bucket)
-        arm, call = await self._serve(table, arm, req, "generate", bucket)
-        return self._generation_answer(arm, call, req, request_id)
+            return await self._stream_answer(route, req, rid)
+        arm, call = await self._ingress.serve(route, req, "generate")
+        return self._generation_answer(arm, call, req, rid)
 
-    def _generation_answer(self: IngressCore, arm: Arm, call: ArmCall, req: GenerationRequest,
-                           request_id: str) -> Response:
-        reply = call.reply
-        if call.outcome == "client_error" and reply is not None:
-            err = error_body(str(reply.get("message")), "invalid_request_error",
-                             reply.get("field"))
-            return json_response(err, int(reply.get("status", 422)))
-        if call.outcome != "ok" or reply is None:
+    def _generation_answer(self, arm: Arm, call: ArmCall, req: GenerationRequest,
+                           rid: str) -> Response:
+        refused = call.client_error
+        if refused is not None:
+            err = error_body(refused.message, "invalid_request_error", refused.field)
+            return json_response(err, refused.status)
+        answer = call.answer
+        if answer is None:
             return json_response(error_body(f"the champion model could not answer: "
                                             f"{call.message}", "server_error"), 502)
-        out = reply["outputs"]
+        out = answer.outputs
         result = GenerationResult(out["text"], out["finish_reason"], int(out["prompt_tokens"]),
                                   int(out["completion_tokens"]))
-        model = reply["model"]
-        self._served.append((request_id, str(model["version"])))
+        model = answer.model
+        self._ingress.remember_served(rid, model.version)
         if call.compared:  # a failover or censored answer is no evidence for either arm
-            self._evaluate(arm, str(model["version"]), req, result.text, request_id)
+            self.evaluate(arm, model.version, req, result.text, rid)
         fmt = completion_response if req.kind == "completion" else chat_response
-        payload = fmt(result, req.model or model["name"], request_id, int(time.time()))
-        return json_response(payload, 200, _arm_headers(arm, model))
+        payload = fmt(result, req.model or model.name, rid, int(time.time()))
+        return json_response(payload, 200, arm_headers(arm, model))
 
     # --- streaming -------------------------------------------------------------------------
 
-    async def _stream_answer(self: IngressCore, table: RoutingTable, arm: Arm,
-                             req: GenerationRequest, request_id: str,
-                             bucket: int | None = None) -> Response:
-        opened = await self._open_stream(table, arm, req, bucket, True)
+    async def _stream_answer(self, route: Route, req: GenerationRequest,
+                             rid: str) -> Response:
+        table, arm = route.table, route.arm
+        opened = await self._open_stream(table, arm, req, route.bucket, True)
         if opened is None and arm is Arm.CHALLENGER:
-            self.counts[("challenger", "failover")] += 1
-            self._metrics.failover(self._version(table, Arm.CHALLENGER))
+            self._ingress.failover(table)
             arm = Arm.CHAMPION
             # Kept out of the champion's window, as a failover of `/v1/predict` is.
-            opened = await self._open_stream(table, arm, req, bucket, False)
+            opened = await self._open_stream(table, arm, req, route.bucket, False)
         if opened is None:
             return json_response(error_body("the champion model could not answer",
                                             "server_error"), 502)
         first = opened.first
-        if "error" in first:
-            return json_response(error_body(first["message"], "invalid_request_error",
-                                            first.get("field")), int(first["status"]))
-        model = first["model"]
-        self._served.append((request_id, str(model["version"])))
-        body = self._sse(opened, arm, req, request_id)
+        if isinstance(first, SlotError):
+            return json_response(error_body(first.message, "invalid_request_error",
+                                            first.field), first.status)
+        self._ingress.remember_served(rid, first.model.version)
+        body = self._sse(opened, first, arm, req, rid)
         return StreamingResponse(body, media_type="text/event-stream",
-                                 headers={**_arm_headers(arm, model), "cache-control": "no-cache"})
+                                 headers={**arm_headers(arm, first.model),
+                                          "cache-control": "no-cache"})
 
-    async def _open_stream(self: IngressCore, table: RoutingTable, arm: Arm,
-                           req: GenerationRequest, bucket: int | None,
-                           compared: bool) -> OpenStream | None:
+    async def _open_stream(self, table: RoutingTable, arm: Arm, req: GenerationRequest,
+                           bucket: int | None, compared: bool) -> OpenStream | None:
         """Start a stream and wait for its first item (the first token, or a client error).
         None when the arm failed before it: the caller may fail over.
 
@@ -184,17 +200,21 @@ class LLMRoutes:
         slot = table.slot_of(arm)
         if slot is None:
             return None
-        timeout = (self._cfg.timeouts.champion_s if arm is Arm.CHAMPION
-                   else self._cfg.timeouts.challenger_s)
-        censor = self._censor(table, bucket) if compared and arm is Arm.CHAMPION else None
+        timeout = call_timeout(arm, self._cfg.timeouts)
+        censor = (self._ingress.censor(table, bucket) if compared and arm is Arm.CHAMPION
+                  else None)
         tally = StreamTally(started=time.perf_counter())
         stream = self._stream_handles[slot].remote(req)
         try:
             async with asyncio.timeout(timeout):
                 first = await stream.__anext__()
+            if not isinstance(first, StreamStart | SlotError):  # a broken slot: its failure
+                raise TypeError(f"a stream's first item must be a StreamStart or a "
+                                f"SlotError, not {type(first).__name__}")
         except Exception as exc:
             stream.cancel()
-            outcome = "timeout" if isinstance(exc, TimeoutError) else "server_error"
+            outcome = (CallOutcome.TIMEOUT if isinstance(exc, TimeoutError)
+                       else CallOutcome.SERVER_ERROR)
             if censor is not None and not censor.stop():
                 compared = False
             self._observe_stream(table, arm, outcome, tally, None, bucket, compared)
@@ -202,70 +222,72 @@ class LLMRoutes:
         finally:  # also when the request is cancelled (client gone) before the deadline
             if censor is not None and not censor.stop():
                 compared = False
-        if "error" not in first:
-            tally.add(GenerationChunk(**first["chunk"]), time.perf_counter())
+        if isinstance(first, StreamStart):
+            tally.add(GenerationChunk(**first.chunk), time.perf_counter())
         return OpenStream(stream, first, tally, bucket, compared)
 
-    async def _sse(self: IngressCore, opened: OpenStream, arm: Arm, req: GenerationRequest,
-                   request_id: str) -> AsyncIterator[bytes]:
-        stream, first, tally = opened.stream, opened.first, opened.tally
-        table, model = self._watcher.current, first["model"]
-        name, created = req.model or model["name"], int(time.time())
-        outcome = "server_error"
+    async def _sse(self, opened: OpenStream, first: StreamStart, arm: Arm,
+                   req: GenerationRequest, rid: str) -> AsyncIterator[bytes]:
+        stream, tally = opened.stream, opened.tally
+        table, version = self._ingress.table, first.model.version
+        name, created = req.model or first.model.name, int(time.time())
+        outcome = CallOutcome.SERVER_ERROR
         try:
-            yield sse(self._chunk(req, GenerationChunk(**first["chunk"]), name, request_id,
-                                  created, first=True))
+            yield sse(self._chunk(req, GenerationChunk(**first.chunk), name, rid, created,
+                                  first=True))
             async for item in stream:
-                chunk = GenerationChunk(**item["chunk"])
+                chunk = GenerationChunk(**_later_chunk(item))
                 tally.add(chunk, time.perf_counter())
-                yield sse(self._chunk(req, chunk, name, request_id, created))
+                yield sse(self._chunk(req, chunk, name, rid, created))
             if req.include_usage:
                 yield sse(usage_chunk(req.kind, tally.prompt_tokens, tally.tokens, name,
-                                      request_id, created))
+                                      rid, created))
             yield SSE_DONE
-            outcome = "ok"
+            outcome = CallOutcome.OK
         finally:
-            self._observe_stream(table, arm, outcome, tally, str(model["version"]),
-                                 opened.bucket, opened.compared)
-            if outcome == "ok" and opened.compared:
-                self._evaluate(arm, str(model["version"]), req, tally.text, request_id)
+            self._observe_stream(table, arm, outcome, tally, version, opened.bucket,
+                                 opened.compared)
+            if outcome is CallOutcome.OK and opened.compared:
+                self.evaluate(arm, version, req, tally.text, rid)
 
     @staticmethod
-    def _chunk(req: GenerationRequest, chunk: GenerationChunk, model: str, request_id: str,
+    def _chunk(req: GenerationRequest, chunk: GenerationChunk, model: str, rid: str,
                created: int, first: bool = False) -> dict[str, Any]:
         if req.kind == "chat":
-            return chat_chunk(chunk, model, request_id, created, first=first)
-        return completion_chunk(chunk, model, request_id, created)
+            return chat_chunk(chunk, model, rid, created, first=first)
+        return completion_chunk(chunk, model, rid, created)
 
-    def _observe_stream(self: IngressCore, table: RoutingTable, arm: Arm, outcome: str,
+    def _observe_stream(self, table: RoutingTable, arm: Arm, outcome: CallOutcome,
                         tally: StreamTally, version: str | None, bucket: int | None = None,
                         compared: bool = True) -> None:
         """Count and measure a stream's outcome; into the window only when `compared`."""
-        version = version or self._version(table, arm)
+        version = version or served_version(table, arm)
         latency = time.perf_counter() - tally.started
-        self.counts[(arm.value, outcome)] += 1
-        if compared:
-            self._record(arm, version, Observation(
-                latency, Outcome.OK if outcome == "ok" else
-                (Outcome.TIMEOUT if outcome == "timeout" else Outcome.SERVER_ERROR),
-                tokens_in=tally.prompt_tokens, tokens_out=tally.tokens, busy_s=latency,
-                ttft_s=tally.ttft_s, key_bucket=bucket))
-        self._metrics.request(arm.value, version, outcome, latency)
-        if outcome == "ok":
+        observation = Observation(
+            latency, _WINDOW_OUTCOMES.get(outcome, Outcome.SERVER_ERROR),
+            tokens_in=tally.prompt_tokens, tokens_out=tally.tokens, busy_s=latency,
+            ttft_s=tally.ttft_s, key_bucket=bucket) if compared else None
+        self._ingress.observe(arm, version, outcome, latency, observation)
+        if outcome is CallOutcome.OK:
             self._metrics.llm_timing(arm.value, version, tally.ttft_s, tally.tpot_s,
                                      tally.tokens)
 
-    def _evaluate(self: IngressCore, arm: Arm, version: str, req: GenerationRequest,
-                  text: str, request_id: str) -> None:
+    def evaluate(self, arm: Arm, version: str, req: GenerationRequest, text: str,
+                 rid: str) -> None:
         """Maybe score the answer, at its arm's sampling rate under the live table (each arm
         gets as many scored answers as its traffic allows, within the configured budget)."""
         if req.context:
             champion, challenger = table_sample_rates(self._cfg.hallucination.sample_rate,
-                                                      self._watcher.current)
-            self._evaluator().submit(version, req.context, text, req.question,
-                                     request_id=request_id,
-                                     rate=champion if arm is Arm.CHAMPION else challenger)
+                                                      self._ingress.table)
+            self._ingress.evaluator().submit(
+                version, req.context, text, req.question, request_id=rid,
+                rate=champion if arm is Arm.CHAMPION else challenger)
 
 
-def _arm_headers(arm: Arm, model: dict[str, Any]) -> dict[str, str]:
-    return {"x-gateway-arm": arm.value, "x-gateway-model-version": str(model["version"])}
+def _later_chunk(item: object) -> dict[str, Any]:
+    """The chunk of a stream's item after the first (anything else breaks the stream, which
+    is observed as a server error)."""
+    if not isinstance(item, StreamChunk):
+        raise TypeError(f"a stream's later items must be StreamChunks, "
+                        f"not {type(item).__name__}")
+    return item.chunk

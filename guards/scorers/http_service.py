@@ -18,14 +18,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from core.errors import ConfigError
+from core.httppost import PostError, Retry, post_json
 from guards.scorers.base import ScorerError
 
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_RETRIES = 5
-
-
-class _Retryable(Exception):
-    """A failure worth one more attempt (transport error, timeout, 5xx, 429)."""
+_MAX_BACKOFF_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -35,9 +33,10 @@ class HttpScorer:
     `score_key` names the score in the JSON reply; a dotted key ("result.score") walks nested
     objects. The score must be a number in [0, 1] (higher = more likely hallucinated).
     Each attempt is bounded by `timeout_s` (connect, each read, and the whole body); failures
-    that may be transient (transport errors, timeouts, 408/429/5xx) are retried up to `retries`
-    more times after `backoff_s * attempt` seconds. Other statuses and bad payloads fail at
-    once. With `token_env`, the bearer token is read from that environment variable.
+    that may be transient (transport errors, timeouts, 408/429/500/502/503/504) are retried up
+    to `retries` more times after `backoff_s * 2 ** (retry - 1)` seconds, or a 429's
+    Retry-After (`core.httppost`). Other statuses and bad payloads fail at once. With
+    `token_env`, the bearer token is read from that environment variable.
     Worst case one call takes about (retries + 1) * timeout_s plus the back-off sleeps.
     """
 
@@ -82,44 +81,28 @@ class HttpScorer:
         for key, value in payload.items():
             if not isinstance(value, str) and not (key == "question" and value is None):
                 raise ScorerError(f"{self.name}: {key} must be a string, got {type(value)}")
-        attempts = self.retries + 1
-        last: Exception | None = None
-        for attempt in range(attempts):
-            if attempt:
-                time.sleep(self.backoff_s * attempt)
-            try:
-                return self._attempt(payload)
-            except _Retryable as exc:
-                last = exc
-        raise ScorerError(f"{self.name}: POST {self.url} failed after {attempts} attempts: {last}")
-
-    def _attempt(self, payload: dict[str, Any]) -> float:
-        body = self._post(payload)
+        try:
+            body = post_json(self._client(), self.url, payload, retries=self.retries,
+                             backoff_s=self.backoff_s, max_backoff_s=_MAX_BACKOFF_S,
+                             headers=self._headers(),
+                             retry_status=_RETRYABLE_STATUS.__contains__, read=self._read)
+        except PostError as exc:
+            raise ScorerError(self._failure(exc)) from None
         try:
             document = json.loads(body)
         except (ValueError, RecursionError) as exc:
             raise ScorerError(f"{self.name}: POST {self.url} returned invalid JSON: {exc}") from exc
         return self._extract(document)
 
-    def _post(self, payload: dict[str, Any]) -> bytes:
-        deadline = time.monotonic() + self.timeout_s
-        try:
-            with self._client().stream(
-                "POST", self.url, json=payload, headers=self._headers()
-            ) as reply:
-                if reply.status_code in _RETRYABLE_STATUS:
-                    raise _Retryable(f"HTTP {reply.status_code}")
-                if not 200 <= reply.status_code < 300:
-                    raise ScorerError(
-                        f"{self.name}: POST {self.url} answered HTTP {reply.status_code}"
-                    )
-                return self._read(reply, deadline)
-        except httpx.TransportError as exc:  # connect / read errors and timeouts
-            raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
-        except httpx.HTTPError as exc:  # e.g. a body that fails to decode: not transient
-            raise ScorerError(f"{self.name}: POST {self.url} failed: {exc}") from exc
+    def _failure(self, exc: PostError) -> str:
+        if exc.kind == "rejected":
+            return f"{self.name}: POST {self.url} answered HTTP {exc.status}"
+        if exc.kind == "failed":
+            return f"{self.name}: POST {self.url} failed: {exc.reason}"
+        return f"{self.name}: POST {self.url} failed after {exc.attempts} attempts: {exc.reason}"
 
-    def _read(self, reply: httpx.Response, deadline: float) -> bytes:
+    def _read(self, reply: httpx.Response, started: float) -> bytes:
+        deadline = started + self.timeout_s
         chunks: list[bytes] = []
         size = 0
         for chunk in reply.iter_bytes():
@@ -130,7 +113,7 @@ class HttpScorer:
                 )
             if time.monotonic() > deadline:
                 # A server trickling bytes must not stretch the attempt past its timeout.
-                raise _Retryable(f"reply body not complete within {self.timeout_s}s")
+                raise Retry(f"reply body not complete within {self.timeout_s}s")
             chunks.append(chunk)
         return b"".join(chunks)
 

@@ -182,8 +182,8 @@ def test_relay_passes_errors_and_cancels_the_producer(engine_loop: EngineLoop) -
 def served(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[VllmBackend]:
     pytest.importorskip("vllm", reason="the `vllm` extra is not installed")
-    from gateway.serving.llm.hf_tiny import build_tiny_llama
-    from gateway.serving.llm.textgen import load_corpus
+    from gateway.demo.hf_tiny import build_tiny_llama
+    from gateway.demo.textgen import load_corpus
 
     weights = build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), load_corpus())
     ref = register_vllm_weights(registry, weights, "tiny llama")

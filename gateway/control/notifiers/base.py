@@ -14,12 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 
 from core.errors import ConfigError, GatewayError
+from core.httppost import PostError, post_json
 from core.logs import get_logger
+from core.redact import redact_url
 from gateway.config import MAX_BACKOFF_S
 
 log = get_logger(__name__)
@@ -28,7 +30,6 @@ SEVERITIES = ("critical", "high", "medium", "low", "info")
 SEVERITY_RANK = {name: len(SEVERITIES) - 1 - i for i, name in enumerate(SEVERITIES)}
 USER_AGENT = "champion-gateway"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
 
 
 class AlertError(GatewayError):
@@ -136,19 +137,6 @@ def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
 
 
-def redact_url(url: str) -> str:
-    """The URL for messages and logs: no password, no query values."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        netloc = f"{parts.username}:***@{host}"
-    query = "***" if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
 def resolve_env_refs(text: str, where: str) -> str:
     """Replace each `${NAME}` in `text` by the environment variable; ConfigError naming
     `where` when one is unset or empty."""
@@ -171,9 +159,9 @@ def check_url(url: str, where: str) -> str:
 
 
 class HttpSender:
-    """POST JSON to one URL, retrying transport errors, timeouts, 429 and 5xx with
-    exponential backoff; any other non-2xx answer fails at once (retrying a 400 or 404
-    would only repeat the same rejection)."""
+    """POST JSON to one URL with `core.httppost`'s bounded retries (transport errors,
+    timeouts, 429 and 5xx); any other non-2xx answer fails at once. Every failure is an
+    `AlertError` naming the notifier and the redacted URL."""
 
     def __init__(self, notifier: str, url: str, *, display_url: str | None = None,
                  headers: Mapping[str, str] | None = None, timeout_s: float = 2.0,
@@ -188,40 +176,19 @@ class HttpSender:
                                     follow_redirects=False)
 
     def post(self, payload: Mapping[str, Any]) -> httpx.Response:
-        last = "no attempt made"
-        for attempt in range(self.retries + 1):
-            wait = self.backoff_s * (2 ** attempt)
-            try:
-                response = self._client.post(self.url, json=payload)
-            except httpx.HTTPError as exc:
-                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            else:
-                if response.is_success:
-                    return response
-                last = f"HTTP {response.status_code}: {truncate(response.text, 200)}"
-                if not _retryable(response.status_code):
-                    break
-                asked = _retry_after(response) if response.status_code == 429 else None
-                wait = wait if asked is None else asked
-            if attempt < self.retries:
-                log.info("alert notifier %s: POST %s failed (%s); retry %d/%d in %.2f s",
-                          self.notifier, self.display_url, last, attempt + 1, self.retries,
-                          wait)
-                time.sleep(min(wait, MAX_BACKOFF_S))
-        raise AlertError(f"alert notifier {self.notifier}: POST {self.display_url} failed "
-                         f"after {attempt + 1} attempt(s): {last}")
+        try:
+            return post_json(self._client, self.url, payload, retries=self.retries,
+                             backoff_s=self.backoff_s, max_backoff_s=MAX_BACKOFF_S,
+                             on_retry=self._log_retry)
+        except PostError as exc:
+            last = (f"HTTP {exc.status}: {truncate(exc.text, 200)}" if exc.status is not None
+                    else exc.reason)
+            raise AlertError(f"alert notifier {self.notifier}: POST {self.display_url} "
+                             f"failed after {exc.attempts} attempt(s): {last}") from None
+
+    def _log_retry(self, retry: int, reason: str, wait_s: float) -> None:
+        log.info("alert notifier %s: POST %s failed (%s); retry %d/%d in %.2f s",
+                 self.notifier, self.display_url, reason, retry, self.retries, wait_s)
 
     def close(self) -> None:
         self._client.close()
-
-
-def _retryable(status: int) -> bool:
-    return status == 429 or status >= 500
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    raw = response.headers.get("retry-after", "")
-    try:
-        return max(float(raw), 0.0)
-    except ValueError:
-        return None  # an HTTP date, or garbage: fall back to our own backoff

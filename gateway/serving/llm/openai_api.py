@@ -75,7 +75,7 @@ class GenerationRequest:
     messages: tuple[ChatMessage, ...] = ()
 
     def to_record(self) -> dict[str, Any]:
-        """The input record of a text-generation pyfunc model (see gateway.serving.llm.textgen).
+        """The input record of a text-generation pyfunc model (see gateway.demo.textgen).
 
         Missing values are encoded so every column has one type: "" for no context or
         question, -1 for no seed (user seeds are folded into [0, 2**63)).

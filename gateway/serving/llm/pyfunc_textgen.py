@@ -1,7 +1,7 @@
 """Serve a text-generation MLflow pyfunc model through the `TextGenerator` interface.
 
 A text-generation pyfunc model (MLmodel metadata `gateway_task: text-generation`, e.g. the
-models of gateway.serving.llm.textgen) takes `GenerationRequest.to_record()` records; `predict`
+demo models of gateway.demo.textgen) takes `GenerationRequest.to_record()` records; `predict`
 returns `{text, finish_reason, prompt_tokens, completion_tokens}` per record and
 `predict_stream` yields `{text, finish_reason, tokens[, prompt_tokens]}` chunks.
 
@@ -26,9 +26,10 @@ from gateway.serving.llm.openai_api import (
     GenerationResult,
     StopFilter,
 )
-from gateway.serving.llm.textgen import TASK_KEY, TEXT_GENERATION
 from model_registry.refs import ModelRef
 
+TASK_KEY = "gateway_task"  # MLmodel metadata key marking a text-generation pyfunc model
+TEXT_GENERATION = "text-generation"
 _END = object()
 
 

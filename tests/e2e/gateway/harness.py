@@ -19,6 +19,7 @@ import httpx
 
 from gateway.config import GatewayConfig, parse_config
 from gateway.demo.models import N_FEATURES, Faults, LinearModel, demo_weights
+from gateway.demo.traffic import Answer, Traffic
 from model_registry.refs import CHALLENGER, CHAMPION, ModelRef
 from model_registry.registry import ModelRegistry
 
@@ -117,22 +118,18 @@ def deployed(ray_serve: str, registry: ModelRegistry, champion: ModelRef,
         teardown(cfg)
 
 
-
-
-async def _blast(url: str, n: int, concurrency: int,
-                 headers: dict[str, str] | None = None) -> list[httpx.Response]:
-    sem = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=30.0) as client:
-        async def one(i: int) -> httpx.Response:
-            async with sem:
-                row = [[(i % 7) / 7.0] * N_FEATURES]
-                return await client.post("/v1/predict", json={"inputs": row}, headers=headers)
-
-        return list(await asyncio.gather(*(one(i) for i in range(n))))
-
-
 def blast(url: str, n: int, concurrency: int = 16) -> list[httpx.Response]:
-    return asyncio.run(_blast(url, n, concurrency))
+    """`n` requests, `concurrency` at a time (closed loop); every response, in answer order."""
+    responses: list[httpx.Response] = []
+
+    def keep(_answer: Answer, resp: httpx.Response | None, _latency_s: float) -> None:
+        assert resp is not None, "a request failed without an HTTP answer"
+        responses.append(resp)
+
+    asyncio.run(Traffic(url, concurrency=concurrency, count=n, on_answer=keep,
+                        payload=lambda i: {"inputs": [[(i % 7) / 7.0] * N_FEATURES]}).run())
+    assert len(responses) == n, f"{len(responses)} of {n} requests answered"
+    return responses
 
 
 def replica_counts(app: Deployed) -> dict[str, int]:

@@ -1,24 +1,23 @@
-"""Shared pieces of the rollout e2e tests: an alert sink, live traffic, policies."""
+"""Shared pieces of the rollout e2e tests: an alert sink, live traffic (`Traffic`, the shared
+generator of gateway.demo.traffic: `with Traffic(app.url, rate=40) as traffic:`), policies."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
-import time
-from collections import Counter
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
-import numpy as np
-
-from gateway.demo.models import N_FEATURES, Faults
+from gateway.demo.models import Faults
 from gateway.demo.run import register_pyfunc_model
+from gateway.demo.traffic import Traffic
 from model_registry.refs import CHALLENGER, ModelRef
 from model_registry.registry import ModelRegistry
 from tests.e2e.gateway.harness import Deployed, gateway_config, linear, wait_for
+
+__all__ = ["HOLD_50", "TERMINAL", "Sink", "Traffic", "check_alerts", "check_mlflow_run",
+           "finished", "judged_config", "register", "start_rollout"]
 
 TERMINAL = ("rolled_back", "promoted", "failed")
 
@@ -46,50 +45,6 @@ class Sink:
 
     def bodies(self, path: str) -> list[dict[str, Any]]:
         return [b for p, b in self.received if p == path]
-
-
-class Traffic:
-    """Live client traffic at a fixed rate on a background thread, recording every answer."""
-
-    def __init__(self, url: str, rate: float) -> None:
-        self.url, self.rate = url, rate
-        self.answers: list[tuple[float, int, str]] = []  # (time, status, arm)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(60)
-
-    async def _run(self) -> None:
-        pending: set[asyncio.Task[None]] = set()
-        async with httpx.AsyncClient(base_url=self.url, timeout=30.0) as client:
-            next_at, deadline = time.monotonic(), time.monotonic() + 240  # bounded
-            i = 0
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                task = asyncio.ensure_future(self._one(client, i))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                i += 1
-                next_at += 1.0 / self.rate
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            await asyncio.gather(*pending, return_exceptions=True)
-
-    async def _one(self, client: httpx.AsyncClient, i: int) -> None:
-        row = np.random.default_rng(i).normal(size=(1, N_FEATURES)).round(4).tolist()
-        try:
-            resp = await client.post("/v1/predict", json={"inputs": row})
-            self.answers.append((time.time(), resp.status_code,
-                                 resp.headers.get("x-gateway-arm", "")))
-        except httpx.HTTPError:
-            self.answers.append((time.time(), 599, ""))
-
-    def statuses(self) -> Counter[int]:
-        return Counter(status for _, status, _ in self.answers)
 
 
 def judged_config(app: str, sink: Sink, steps: list[dict[str, Any]], **extra: Any) -> Any:

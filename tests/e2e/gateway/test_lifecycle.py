@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.control.audit import AuditLog
-from gateway.control.supervisor import JUDGE_TAG, decode_judge_state
+from gateway.control.store import JUDGE_TAG, decode_judge_state
 from gateway.demo.models import Faults
 from model_registry.refs import CHAMPION, PREVIOUS_CHAMPION, ModelRef
 from model_registry.registry import ModelRegistry

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.serving.llm.textgen import (
+from gateway.demo.textgen import (
     GroundedLM,
     UngroundedLM,
     load_corpus,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.serving.llm.textgen import (
+from gateway.demo.textgen import (
     GroundedLM,
     UngroundedLM,
     load_corpus,

@@ -60,7 +60,7 @@ def scraped(ray_serve: str, registry: ModelRegistry, metrics_port: int) -> dict[
 
 
 def _llm_traffic(ray_serve: str, registry: ModelRegistry) -> None:
-    from gateway.serving.llm.textgen import GroundedLM, load_corpus, register_textgen, train_lm
+    from gateway.demo.textgen import GroundedLM, load_corpus, register_textgen, train_lm
 
     lm = register_textgen(registry, GroundedLM(train_lm(load_corpus())), "metrics LLM")
     cfg = replace(gateway_config(), app_name="gw-metrics-llm")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from gateway.control.audit import RolloutRun, RolloutRunError
+from gateway.control.rollout_run import RolloutRun, RolloutRunError
 from guards.results import GuardResult, GuardState
 from model_registry.connectivity import FAST_FAIL_ENV
 

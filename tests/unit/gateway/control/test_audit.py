@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.control.audit import AuditError, AuditLog, AuditRecord, flatten_params
+from gateway.control.audit import AuditError, AuditLog, AuditRecord
 
 VERDICT = {
     "state": "fail", "action": "rollback", "severity": "critical",
@@ -141,13 +141,3 @@ def test_from_dict_ignores_unknown_keys_and_rejects_missing_fields() -> None:
     with pytest.raises(AuditError, match="table_version_to"):
         AuditRecord.from_dict(record().to_dict() | {"table_version_to": "8"})
 
-
-def test_flatten_params_for_mlflow() -> None:
-    policy = {"steps": [{"weight": 5, "min_requests": 100}, {"weight": 50}],
-              "shadow": None, "auto promote": True, "bad/key?": "x" * 7000, "empty": []}
-    flat = flatten_params(policy)
-    assert flat["steps.0.weight"] == "5" and flat["steps.1.weight"] == "50"
-    assert flat["steps.0.min_requests"] == "100"
-    assert flat["shadow"] == "None" and flat["auto promote"] == "True"
-    assert len(flat["bad_key_"]) == 6000 and flat["bad_key_"].endswith("…")
-    assert flat["empty"] == "[]"

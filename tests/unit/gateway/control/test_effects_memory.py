@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.control.effects import engine_memory
+from gateway.control.sensors import engine_memory
 from gateway.serving.backends import MemoryProfile, memory_profile
 from gateway.serving.backends.vllm import KvUsage, VllmBackend
 

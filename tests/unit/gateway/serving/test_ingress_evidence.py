@@ -20,8 +20,19 @@ import pytest
 from starlette.requests import Request
 
 from gateway.config import TimeoutsConfig, parse_config
-from gateway.serving.ingress import ArmCall, Ingress, comparison_deadline
+from gateway.serving.calls import ArmCall, Route, comparison_deadline
+from gateway.serving.ingress import Ingress
 from gateway.serving.llm.openai_api import GenerationRequest, parse_completion
+from gateway.serving.openai_routes import OpenAIRoutes
+from gateway.wire.replies import (
+    CallOutcome,
+    ServedModel,
+    SlotAnswer,
+    SlotError,
+    StreamChunk,
+    StreamItem,
+    StreamStart,
+)
 from gateway.wire.routing import Arm, Mode, RoutingTable, sticky_bucket
 from guards.window import Observation, Outcome, key_bucket
 from model_registry.refs import ModelRef
@@ -41,7 +52,7 @@ def table(mode: Mode = Mode.SPLIT, weight: float = 50.0) -> RoutingTable:
 class Response:
     """What `handle.remote(...)` returns: awaitable once, cancellable."""
 
-    def __init__(self, coro: Coroutine[Any, Any, dict[str, Any]]) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._coro = coro
         self.cancelled = False
 
@@ -57,18 +68,22 @@ class Stream:
 
     def __init__(self, slot: Slot) -> None:
         self._slot = slot
-        self._items: list[dict[str, Any]] = [
-            {"model": {"name": "m", "version": slot.version},
-             "chunk": {"text": "hello", "finish_reason": None, "tokens": 1}},
-            {"chunk": {"text": " world", "finish_reason": "stop", "tokens": 1,
-                       "prompt_tokens": 3}}]
+        self._items: list[StreamItem] = [
+            StreamStart(ServedModel("m", slot.version),
+                        {"text": "hello", "finish_reason": None, "tokens": 1}),
+            StreamChunk({"text": " world", "finish_reason": "stop", "tokens": 1,
+                         "prompt_tokens": 3})]
+        if slot.error is not None:  # a refusal is the first and only item
+            self._items = [slot.error]
+        self._started = False
         self.cancelled = False
 
     def __aiter__(self) -> Stream:
         return self
 
-    async def __anext__(self) -> dict[str, Any]:
-        if len(self._items) == 2:  # before the first item: the slot's delay, or its failure
+    async def __anext__(self) -> StreamItem:
+        if not self._started:  # before the first item: the slot's delay, or its failure
+            self._started = True
             await asyncio.sleep(self._slot.delay)
             if self._slot.fail:
                 raise RuntimeError("injected failure")
@@ -85,6 +100,8 @@ class Slot:
     version: str
     delay: float = 0.0
     fail: bool = False
+    batch_size: int = 1
+    error: Any = None  # what the slot replies instead of an answer (a SlotError, or junk)
     calls: int = 0
 
     def remote(self, inputs: Any) -> Response | Stream:
@@ -93,17 +110,19 @@ class Slot:
             return Stream(self)
         return Response(self._answer(inputs))
 
-    async def _answer(self, inputs: Any) -> dict[str, Any]:
+    async def _answer(self, inputs: Any) -> Any:
         await asyncio.sleep(self.delay)
         if self.fail:
             raise RuntimeError("injected failure")
-        model = {"name": "m", "version": self.version}
+        if self.error is not None:
+            return self.error
+        model = ServedModel("m", self.version)
         if isinstance(inputs, GenerationRequest):
-            return {"ok": True, "model": model, "tokens_in": 3, "tokens_out": 2,
-                    "outputs": {"text": "an answer", "finish_reason": "stop",
-                                "prompt_tokens": 3, "completion_tokens": 2}}
-        return {"ok": True, "model": model, "outputs": [[1.0]], "output_summary": 1.0,
-                "input_summary": 0.5, "busy_s": self.delay}
+            return SlotAnswer({"text": "an answer", "finish_reason": "stop",
+                               "prompt_tokens": 3, "completion_tokens": 2}, model,
+                              tokens_in=3, tokens_out=2)
+        return SlotAnswer([[1.0]], model, output_summary=1.0, input_summary=0.5,
+                          busy_s=self.delay, batch_size=self.batch_size)
 
 
 @dataclass
@@ -157,9 +176,9 @@ class Probe(Ingress):
                                   "admin": {"allow_unauthenticated": True}, **config})
         slots = {"a": champion, "b": challenger}
         self._handles = {"predict": slots, "generate": slots}
-        self._stream_handles = slots
         self._watcher = Watcher(routing)  # type: ignore[assignment]
         self._metrics = Metrics()  # type: ignore[assignment]
+        self._openai = OpenAIRoutes(self._cfg, self, slots, self._metrics)
         self._sticky_header = "x-gateway-key"
         self._background = set()
         self.counts = Counter()
@@ -169,7 +188,7 @@ class Probe(Ingress):
         self._flush_timer = Urges()  # type: ignore[assignment]
         self._evaluator_pool = Pool()  # type: ignore[assignment]
         self._routes = {("POST", "/v1/predict"): self._predict,
-                        ("POST", "/v1/completions"): self._completions}
+                        ("POST", "/v1/completions"): self._openai.completions}
         self.recorded: list[tuple[str, Observation]] = []
 
     def _record(self, arm: Arm, version: str, observation: Observation) -> None:
@@ -187,6 +206,15 @@ class Probe(Ingress):
     @property
     def pool(self) -> Pool:
         return self._evaluator_pool  # type: ignore[return-value]
+
+
+ROWS = [[0.5] * 8]
+
+
+def serve(ing: Probe, routing: RoutingTable,
+          arm: Arm) -> Coroutine[Any, Any, tuple[Arm, ArmCall]]:
+    """One `/v1/predict` call through the ingress's `serve`, without a sticky key."""
+    return ing.serve(Route(routing, arm, None), ROWS, "predict")
 
 
 def run(coro_fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
@@ -232,7 +260,7 @@ def test_slow_champion_is_censored_at_the_deadline_and_the_client_gets_its_answe
     ing = Probe(table(), Slot(CHAMPION_V, delay=SLOW), Slot(CHALLENGER_V))
 
     async def scenario() -> tuple[dict[str, int], Arm, ArmCall]:
-        task = asyncio.ensure_future(ing._serve(table(), Arm.CHAMPION, [[0.5] * 8], "predict"))
+        task = asyncio.ensure_future(serve(ing, table(), Arm.CHAMPION))
         await asyncio.sleep(DEADLINE + 0.05)
         assert not task.done()
         at_deadline = ing.window(CHAMPION_V)  # recorded at the deadline, call still running
@@ -256,7 +284,7 @@ def test_fast_champion_is_recorded_as_before_and_its_timer_never_fires() -> None
     ing = Probe(table(), Slot(CHAMPION_V), Slot(CHALLENGER_V))
 
     async def scenario() -> ArmCall:
-        _, call = await ing._serve(table(), Arm.CHAMPION, [[0.5] * 8], "predict")
+        _, call = await serve(ing, table(), Arm.CHAMPION)
         await asyncio.sleep(2 * DEADLINE)  # past the deadline: the cancelled timer stays quiet
         return call
 
@@ -271,7 +299,7 @@ def test_a_request_cancelled_before_the_deadline_leaves_no_censored_timeout() ->
     ing = Probe(table(), Slot(CHAMPION_V, delay=SLOW), Slot(CHALLENGER_V))
 
     async def scenario() -> None:
-        task = asyncio.ensure_future(ing._serve(table(), Arm.CHAMPION, [[0.5] * 8], "predict"))
+        task = asyncio.ensure_future(serve(ing, table(), Arm.CHAMPION))
         await asyncio.sleep(DEADLINE / 5)
         task.cancel()  # the client went away
         await asyncio.sleep(2 * DEADLINE)
@@ -283,7 +311,7 @@ def test_a_request_cancelled_before_the_deadline_leaves_no_censored_timeout() ->
 def test_without_challenger_traffic_a_slow_champion_is_not_censored() -> None:
     pinned = table(Mode.PINNED)
     ing = Probe(pinned, Slot(CHAMPION_V, delay=2 * DEADLINE), Slot(CHALLENGER_V))
-    _, call = run(lambda: ing._serve(pinned, Arm.CHAMPION, [[0.5] * 8], "predict"))
+    _, call = run(lambda: serve(ing, pinned, Arm.CHAMPION))
     assert call.compared
     assert ing.window(CHAMPION_V) == {"ok": 1}
 
@@ -294,7 +322,7 @@ def test_slow_challenger_and_slow_champion_both_time_out_at_the_same_deadline() 
     ing = Probe(table(), Slot(CHAMPION_V, delay=SLOW), Slot(CHALLENGER_V, delay=SLOW))
 
     async def scenario() -> None:
-        await asyncio.gather(*(ing._serve(table(), arm, [[0.5] * 8], "predict")
+        await asyncio.gather(*(serve(ing, table(), arm)
                                for arm in (Arm.CHAMPION, Arm.CHALLENGER) * 3))
 
     run(scenario)
@@ -311,7 +339,7 @@ def test_shadow_mode_uses_the_shadow_timeout_for_both_arms() -> None:
 
     async def scenario() -> None:
         await asyncio.gather(ing._shadow(shadow, [[0.5] * 8], "predict"),
-                             ing._serve(shadow, Arm.CHAMPION, [[0.5] * 8], "predict"))
+                             serve(ing, shadow, Arm.CHAMPION))
 
     run(scenario)
     assert ing.window(CHALLENGER_V) == {"ok": 1}
@@ -327,7 +355,7 @@ def test_shadow_mode_uses_the_shadow_timeout_for_both_arms() -> None:
 ])
 def test_failover_retry_is_counted_but_not_compared(challenger: Slot, outcome: str) -> None:
     ing = Probe(table(), Slot(CHAMPION_V, delay=2 * DEADLINE), challenger)
-    arm, call = run(lambda: ing._serve(table(), Arm.CHALLENGER, [[0.5] * 8], "predict"))
+    arm, call = run(lambda: serve(ing, table(), Arm.CHALLENGER))
     assert arm is Arm.CHAMPION and call.outcome == "ok" and not call.compared
     assert ing.window(CHALLENGER_V) == {outcome: 1}  # the failure counts against it
     assert ing.window(CHAMPION_V) == {}  # the retry is no champion success (and no censor)
@@ -466,8 +494,8 @@ def test_answers_are_submitted_at_their_arms_rate() -> None:
     ing = Probe(canary, Slot(CHAMPION_V), Slot(CHALLENGER_V),
                 hallucination={"sample_rate": 0.1})
     req = _generation()
-    ing._evaluate(Arm.CHAMPION, CHAMPION_V, req, "text", "r1")
-    ing._evaluate(Arm.CHALLENGER, CHALLENGER_V, req, "text", "r2")
+    ing._openai.evaluate(Arm.CHAMPION, CHAMPION_V, req, "text", "r1")
+    ing._openai.evaluate(Arm.CHALLENGER, CHALLENGER_V, req, "text", "r2")
     [(_, _, champion), (_, _, challenger)] = ing.pool.submitted
     assert challenger == pytest.approx(1.0)
     assert champion == pytest.approx(0.05 / 0.95)
@@ -482,9 +510,9 @@ def test_describe_reports_flushed_and_pending_window_counts() -> None:
     ing._replica_id = "r"
 
     async def scenario() -> dict[str, Any]:
-        await ing._serve(table(), Arm.CHAMPION, [[0.5] * 8], "predict")
+        await serve(ing, table(), Arm.CHAMPION)
         ing._flush()
-        await ing._serve(table(), Arm.CHALLENGER, [[0.5] * 8], "predict")
+        await serve(ing, table(), Arm.CHALLENGER)
         return ing._window_counts()
 
     windows = run(scenario)
@@ -492,3 +520,77 @@ def test_describe_reports_flushed_and_pending_window_counts() -> None:
     assert list(deltas) == [CHAMPION_V]
     assert windows == {CHAMPION_V: {"flushed": {"timeout": 1}, "pending": {}},
                        CHALLENGER_V: {"flushed": {}, "pending": {"server_error": 1}}}
+
+
+# ---- typed slot replies: statuses, messages and outcomes -------------------------------------
+
+REFUSED = SlotError(CallOutcome.CLIENT_ERROR, 422, "inputs: expected 8 features", "inputs")
+GONE = SlotError(CallOutcome.UNAVAILABLE, 503, "slot a has no healthy model: boom")
+
+
+def test_an_answers_batch_size_reaches_the_window_and_defaults_to_one() -> None:
+    ing = Probe(table(), Slot(CHAMPION_V, batch_size=4), Slot(CHALLENGER_V))
+    run(lambda: serve(ing, table(), Arm.CHAMPION))
+    run(lambda: serve(ing, table(), Arm.CHALLENGER))
+    assert [(v, obs.batch_size) for v, obs in ing.recorded] == [(CHAMPION_V, 4),
+                                                                 (CHALLENGER_V, 1)]
+
+
+def test_a_slots_client_error_reaches_the_client_as_it_is_and_is_not_failed_over() -> None:
+    ing = Probe(table(), Slot(CHAMPION_V), Slot(CHALLENGER_V, error=REFUSED))
+    resp = run(lambda: ing(predict_request({"x-gateway-key": _key_for(Arm.CHALLENGER),
+                                            "x-request-id": "req-1"})))
+    assert resp.status_code == 422
+    assert json.loads(bytes(resp.body)) == {
+        "error": {"type": "invalid_input", "message": "inputs: expected 8 features",
+                  "field": "inputs"}, "request_id": "req-1"}
+    assert ing.counts == {("challenger", "client_error"): 1}
+    assert ing.window(CHALLENGER_V) == {"client_error": 1}
+    assert ing._served == []
+
+
+def test_an_unavailable_champion_is_a_502_counted_but_neither_judged_nor_measured() -> None:
+    ing = Probe(table(Mode.PINNED), Slot(CHAMPION_V, error=GONE), Slot(CHALLENGER_V))
+    resp = run(lambda: ing(predict_request({"x-request-id": "req-2"})))
+    assert resp.status_code == 502
+    assert json.loads(bytes(resp.body))["error"] == {
+        "type": "upstream_error",
+        "message": "the champion model could not answer: slot a has no healthy model: boom"}
+    assert ing.counts == {("champion", "unavailable"): 1}
+    assert ing.recorded == [] and ing.metrics.requests == []
+
+
+def test_an_answer_is_served_with_its_model_and_remembered_for_feedback() -> None:
+    ing = Probe(table(Mode.PINNED), Slot(CHAMPION_V), Slot(CHALLENGER_V))
+    resp = run(lambda: ing(predict_request({"x-request-id": "req-3"})))
+    assert resp.status_code == 200
+    assert json.loads(bytes(resp.body)) == {"outputs": [[1.0]],
+                                            "model": {"name": "m", "version": CHAMPION_V}}
+    assert resp.headers["x-gateway-model-version"] == CHAMPION_V
+    assert ing._served == [("req-3", CHAMPION_V)]
+
+
+def test_a_reply_that_is_no_slot_reply_is_a_server_error() -> None:
+    ing = Probe(table(), Slot(CHAMPION_V), Slot(CHALLENGER_V, error={"ok": True}))
+    arm, call = run(lambda: serve(ing, table(), Arm.CHALLENGER))
+    assert arm is Arm.CHAMPION and call.outcome is CallOutcome.OK  # failed over
+    assert ing.window(CHALLENGER_V) == {"server_error": 1}
+
+
+def test_generate_client_error_keeps_the_slots_status_message_and_field() -> None:
+    ing = Probe(table(Mode.PINNED), Slot(CHAMPION_V, error=REFUSED), Slot(CHALLENGER_V))
+    resp = run(lambda: ing(completion_request()))
+    assert resp.status_code == 422
+    assert json.loads(bytes(resp.body)) == {"error": {
+        "message": "inputs: expected 8 features", "type": "invalid_request_error",
+        "param": "inputs", "code": None}}
+
+
+def test_stream_refused_by_the_slot_answers_with_its_status_before_any_event() -> None:
+    not_text = SlotError(CallOutcome.CLIENT_ERROR, 400, "model m version 1 does not generate "
+                         "text; use /v1/predict")
+    ing = Probe(table(Mode.PINNED), Slot(CHAMPION_V, error=not_text), Slot(CHALLENGER_V))
+    resp = run(lambda: ing(completion_request(stream=True)))
+    assert resp.status_code == 400
+    assert json.loads(bytes(resp.body))["error"]["message"] == not_text.message
+    assert ing._served == []

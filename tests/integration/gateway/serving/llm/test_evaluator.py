@@ -19,8 +19,8 @@ import ray
 
 from core.errors import ConfigError
 from gateway.config import EvaluatorConfig
+from gateway.demo.textgen import GroundedLM, UngroundedLM, load_corpus, train_lm
 from gateway.serving.llm.evaluator import EvaluatorPool, sampled
-from gateway.serving.llm.textgen import GroundedLM, UngroundedLM, load_corpus, train_lm
 from guards.hallucination import make_scorer
 
 DATA = Path(__file__).resolve().parents[4] / "data" / "halueval_qa_slice.jsonl"

@@ -16,11 +16,7 @@ import numpy as np
 import pytest
 
 from core.errors import ModelLoadError
-from gateway.serving.llm.openai_api import GenerationRequest, parse_chat, parse_completion
-from gateway.serving.llm.pyfunc_textgen import PyfuncTextGenerator, is_text_generation
-from gateway.serving.llm.textgen import (
-    TASK_KEY,
-    TEXT_GENERATION,
+from gateway.demo.textgen import (
     BigramLM,
     GroundedLM,
     TextGenModel,
@@ -29,6 +25,13 @@ from gateway.serving.llm.textgen import (
     register_textgen,
     sample_index,
     train_lm,
+)
+from gateway.serving.llm.openai_api import GenerationRequest, parse_chat, parse_completion
+from gateway.serving.llm.pyfunc_textgen import (
+    TASK_KEY,
+    TEXT_GENERATION,
+    PyfuncTextGenerator,
+    is_text_generation,
 )
 from guards.hallucination import make_scorer
 from model_registry.registry import ModelRegistry

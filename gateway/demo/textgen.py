@@ -1,6 +1,7 @@
 """A small real text-generating model for the CPU path: a word-level bigram language model
 with Kneser-Ney smoothing, trained in well under a second on HaluEval contexts, served as
-MLflow pyfunc models.
+MLflow pyfunc models. A fixture for the demo, the tests and the benchmarks: the serving path
+only knows the text-generation protocol (gateway.serving.llm.pyfunc_textgen).
 
 - `GroundedLM` answers from the request's context: it picks the context sentence most
   relevant to the question and samples from the LM restricted to context words, with a copy
@@ -32,13 +33,12 @@ import numpy as np
 from mlflow.pyfunc import PythonModel
 
 from core.errors import ConfigError
+from gateway.serving.llm.pyfunc_textgen import TASK_KEY, TEXT_GENERATION
 from guards.scorers.text import content_keys, tokenise
 from model_registry.refs import ModelRef
 
-TASK_KEY = "gateway_task"  # MLmodel metadata key marking a text-generation pyfunc model
-TEXT_GENERATION = "text-generation"
 DEFAULT_MAX_TOKENS = 64
-_REPO = Path(__file__).resolve().parents[3]
+_REPO = Path(__file__).resolve().parents[2]
 CORPUS_FILES = (_REPO / "tests" / "data" / "halueval_qa_slice.jsonl",
                 _REPO.parent / "shared" / "data" / "halueval_qa_300.jsonl",
                 _REPO / "shared" / "data" / "halueval_qa_300.jsonl")
