@@ -29,9 +29,9 @@ from typing import Any
 from core.errors import ConfigError
 from guards.base import Guard
 from guards.context import ArmResources, JudgeContext, ResourceReadings
+from guards.factory import GUARDS, guard_factory, make_guard
 from guards.incident import RUN_SHARE
 from guards.look import Look, Looks
-from guards.registry import GUARDS, guard_factory, make_guard
 from guards.results import Action, GuardResult, GuardState, Severity, TriggerSpec
 from guards.window import ArmWindow
 

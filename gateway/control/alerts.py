@@ -27,9 +27,7 @@ from gateway.control.notifiers.base import (
     Notifier,
     severity_at_least,
 )
-from gateway.control.notifiers.pagerduty import PagerDutyNotifier
-from gateway.control.notifiers.slack import SlackNotifier
-from gateway.control.notifiers.webhook import WebhookNotifier
+from gateway.control.notifiers.factory import NOTIFIERS, make_notifier, make_notifiers
 
 __all__ = [
     "NOTIFIERS",
@@ -50,26 +48,8 @@ __all__ = [
 
 log = get_logger(__name__)
 
-NOTIFIERS: dict[str, Callable[[AlertSpec, str], Notifier]] = {
-    "webhook": WebhookNotifier.from_spec,
-    "slack": SlackNotifier.from_spec,
-    "pagerduty": PagerDutyNotifier.from_spec,
-}
 DEFAULT_QUEUE_SIZE = 100
 DEFAULT_HISTORY = 200
-
-
-def make_notifier(spec: AlertSpec, path: str = "alerts[0]") -> Notifier:
-    """The notifier for one config entry. ConfigError names the field at fault under `path`
-    (unknown type, missing url, unset environment variable for a key or header)."""
-    factory = NOTIFIERS.get(spec.type)
-    if factory is None:
-        raise ConfigError(f"{path}.type: unknown notifier type {spec.type!r} "
-                          f"(known: {', '.join(NOTIFIERS)})")
-    if spec.min_severity not in SEVERITIES:
-        raise ConfigError(f"{path}.min_severity: must be one of {', '.join(SEVERITIES)}, "
-                          f"got {spec.min_severity!r}")
-    return factory(spec, path)
 
 
 def parse_alert_specs(raw: Any, path: str = "alerts") -> tuple[AlertSpec, ...]:
@@ -79,10 +59,6 @@ def parse_alert_specs(raw: Any, path: str = "alerts") -> tuple[AlertSpec, ...]:
     if not isinstance(raw, list | tuple):
         raise ConfigError(f"{path}: must be a list of notifiers")
     return tuple(load(AlertSpec, item, f"{path}[{i}]") for i, item in enumerate(raw))
-
-
-def make_notifiers(specs: Sequence[AlertSpec], path: str = "alerts") -> list[Notifier]:
-    return [make_notifier(spec, f"{path}[{i}]") for i, spec in enumerate(specs)]
 
 
 def build_dispatcher(specs: Sequence[AlertSpec], path: str = "alerts",
