@@ -153,3 +153,27 @@ def test_the_rules_see_the_tree() -> None:
     for prefix in ("core", *LIBRARIES, *SHARED, *PLANES, *ENTRY):
         assert any(_under(m, (prefix,)) for m in MODULES), prefix
     assert len(EDGES["gateway.serving.ingress"]) >= 5  # the parser sees imports
+
+
+DOC = ROOT / "docs" / "architecture.md"
+
+
+def test_the_architecture_page_names_every_module_of_the_gateway_and_core() -> None:
+    text = DOC.read_text()
+    unnamed = sorted(
+        str(p.relative_to(ROOT)) for pkg in ("core", "gateway/serving", "gateway/control",
+                                             "gateway/wire")
+        for p in (ROOT / pkg).rglob("*.py")
+        if p.name != "__init__.py" and p.name not in text)
+    assert unnamed == [], "docs/architecture.md does not mention these modules"
+
+
+def test_every_path_on_the_architecture_page_exists() -> None:
+    import re
+
+    text = DOC.read_text()
+    paths = set(re.findall(r"`?((?:core|gateway|guards|tests|serving|control|wire)/[\w/]*\.py)",
+                           text))
+    missing = [p for p in sorted(paths)
+               if not (ROOT / p).exists() and not (ROOT / "gateway" / p).exists()]
+    assert missing == []

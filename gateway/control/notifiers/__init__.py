@@ -1,1 +1,1 @@
-"""Alert notifiers, one file each; build them with `gateway.control.alerts.make_notifier`."""
+"""Alert notifiers, one file each; build them with `notifiers.factory.make_notifier`."""

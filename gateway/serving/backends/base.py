@@ -1,4 +1,4 @@
-"""The Backend protocol and its factory."""
+"""The Backend protocol, its prediction value and memory profile (the factory is `factory.py`)."""
 
 from __future__ import annotations
 
