@@ -7,37 +7,23 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from gateway.demo.textgen import (
-    GroundedLM,
-    UngroundedLM,
-    load_corpus,
-    register_textgen,
-    train_lm,
-)
 from model_registry.refs import ModelRef
 from model_registry.registry import ModelRegistry
 from tests.e2e.gateway.harness import Deployed, deployed, gateway_config
+from tests.e2e.gateway.llm_helpers import ITEMS, register_lms
+from tests.e2e.gateway.llm_helpers import chat_body as helper_chat_body
 
 pytestmark = pytest.mark.slow
-DATA = Path(__file__).resolve().parents[2] / "data" / "halueval_qa_slice.jsonl"
-ITEMS = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
 def lms(registry: ModelRegistry) -> dict[str, ModelRef]:
-    lm = train_lm(load_corpus())
-    return {
-        "grounded": register_textgen(registry, GroundedLM(lm), "grounded LM"),
-        "grounded_slow": register_textgen(registry, GroundedLM(lm, delay_per_token_s=0.05),
-                                          "grounded LM, 50 ms per token"),
-        "ungrounded": register_textgen(registry, UngroundedLM(lm), "ungrounded LM"),
-    }
+    return register_lms(registry, slow=True)
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +35,7 @@ def llm_app(ray_serve: str, registry: ModelRegistry,
 
 
 def chat_body(item: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"model": "gw", "max_tokens": 24, "seed": 7,
-            "messages": [{"role": "system", "content": item["knowledge"]},
-                         {"role": "user", "content": item["question"]}], **extra}
+    return helper_chat_body(item, **{"seed": 7, **extra})
 
 
 def test_openai_client_completes_and_streams_chat(llm_app: Deployed) -> None:

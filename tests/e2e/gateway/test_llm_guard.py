@@ -2,41 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from gateway.demo.textgen import (
-    GroundedLM,
-    UngroundedLM,
-    load_corpus,
-    register_textgen,
-    train_lm,
-)
 from model_registry.refs import CHALLENGER, ModelRef
 from model_registry.registry import ModelRegistry
 from tests.e2e.gateway.harness import deployed, gateway_config, wait_for
+from tests.e2e.gateway.llm_helpers import ITEMS, chat_body, register_lms
 
 pytestmark = pytest.mark.slow
-DATA = Path(__file__).resolve().parents[2] / "data" / "halueval_qa_slice.jsonl"
-ITEMS = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
 def lms(registry: ModelRegistry) -> dict[str, ModelRef]:
-    lm = train_lm(load_corpus())
-    return {"grounded": register_textgen(registry, GroundedLM(lm), "grounded LM"),
-            "ungrounded": register_textgen(registry, UngroundedLM(lm), "ungrounded LM")}
-
-
-def chat_body(item: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"model": "gw", "max_tokens": 24,
-            "messages": [{"role": "system", "content": item["knowledge"]},
-                         {"role": "user", "content": item["question"]}], **extra}
+    return register_lms(registry)
 
 
 def test_ungrounded_challenger_is_rolled_back_by_the_hallucination_guard(
