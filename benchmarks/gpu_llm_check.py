@@ -222,7 +222,8 @@ def _direct_arm(registry: Any, ref: Any, prompts: list[dict[str, Any]],
 
 async def _drive_backend(backend: Any, prompts: list[dict[str, Any]],
                          args: argparse.Namespace) -> ArmStats:
-    from gateway.serving.llm.openai_api import StreamTally, parse_chat
+    from gateway.serving.llm.openai_parse import parse_chat
+    from gateway.serving.llm.streaming import StreamTally
 
     stats = ArmStats()
     gate = asyncio.Semaphore(args.concurrency)

@@ -22,7 +22,7 @@ from core.logs import get_logger
 from gateway.config import GatewayConfig, parse_config
 from gateway.serving.backends import Backend, make_backend, memory_profile
 from gateway.serving.backends.common import flavors, model_metadata
-from gateway.serving.llm.openai_api import GenerationRequest
+from gateway.serving.llm.generation import GenerationRequest
 from gateway.serving.tablewatch import TableWatcher
 from gateway.wire.handles import get_supervisor
 from gateway.wire.replies import (

@@ -33,23 +33,20 @@ from gateway.serving.calls import (
 )
 from gateway.serving.http import json_response, parse_json_object, read_body
 from gateway.serving.llm.evaluator import EvaluatorPool, table_sample_rates
-from gateway.serving.llm.openai_api import (
+from gateway.serving.llm.generation import GenerationChunk, GenerationRequest, GenerationResult
+from gateway.serving.llm.openai_format import (
     SSE_DONE,
-    GenerationChunk,
-    GenerationRequest,
-    GenerationResult,
-    StreamTally,
     chat_chunk,
     chat_response,
     completion_chunk,
     completion_response,
     error_body,
     input_error_body,
-    parse_chat,
-    parse_completion,
     sse,
     usage_chunk,
 )
+from gateway.serving.llm.openai_parse import parse_chat, parse_completion
+from gateway.serving.llm.streaming import StreamTally
 from gateway.wire.replies import CallOutcome, SlotError, StreamChunk, StreamStart
 from gateway.wire.routing import Arm, RoutingTable
 from guards.window import Observation, Outcome

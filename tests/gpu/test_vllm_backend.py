@@ -27,7 +27,7 @@ from gateway.serving.backends.vllm import (
     resolve_weights_dir,
     runtime_problems,
 )
-from gateway.serving.llm.openai_api import parse_chat, parse_completion
+from gateway.serving.llm.openai_parse import parse_chat, parse_completion
 from model_registry.refs import ModelRef
 from model_registry.registry import ModelRegistry
 from model_registry.testing import log_linear_model, use_tracking_uri

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from core.errors import InputError, ModelLoadError
 from core.logs import get_logger
 from gateway.serving.backends.base import MemoryProfile, Prediction
-from gateway.serving.llm.openai_api import (
+from gateway.serving.llm.generation import (
     ChatMessage,
     GenerationChunk,
     GenerationRequest,
@@ -462,7 +462,7 @@ class VllmBackend:
         if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
             raise InputError(f"{path}.prompt: expected a record with a string prompt",
                              field=path)
-        from gateway.serving.llm.openai_api import parse_completion
+        from gateway.serving.llm.openai_parse import parse_completion
 
         body = {k: v for k, v in record.items()
                 if k in ("prompt", "max_tokens", "temperature", "top_p", "seed", "stop")}

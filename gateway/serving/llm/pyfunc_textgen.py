@@ -20,12 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from core.errors import ModelLoadError
-from gateway.serving.llm.openai_api import (
-    GenerationChunk,
-    GenerationRequest,
-    GenerationResult,
-    StopFilter,
-)
+from gateway.serving.llm.generation import GenerationChunk, GenerationRequest, GenerationResult
+from gateway.serving.llm.streaming import StopFilter
 from model_registry.refs import ModelRef
 
 TASK_KEY = "gateway_task"  # MLmodel metadata key marking a text-generation pyfunc model

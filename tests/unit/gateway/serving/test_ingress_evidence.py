@@ -22,7 +22,8 @@ from starlette.requests import Request
 from gateway.config import TimeoutsConfig, parse_config
 from gateway.serving.calls import ArmCall, Route, comparison_deadline
 from gateway.serving.ingress import Ingress
-from gateway.serving.llm.openai_api import GenerationRequest, parse_completion
+from gateway.serving.llm.generation import GenerationRequest
+from gateway.serving.llm.openai_parse import parse_completion
 from gateway.serving.openai_routes import OpenAIRoutes
 from gateway.wire.replies import (
     CallOutcome,

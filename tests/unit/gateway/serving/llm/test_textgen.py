@@ -26,7 +26,8 @@ from gateway.demo.textgen import (
     sample_index,
     train_lm,
 )
-from gateway.serving.llm.openai_api import GenerationRequest, parse_chat, parse_completion
+from gateway.serving.llm.generation import GenerationRequest
+from gateway.serving.llm.openai_parse import parse_chat, parse_completion
 from gateway.serving.llm.pyfunc_textgen import (
     TASK_KEY,
     TEXT_GENERATION,

@@ -1,4 +1,4 @@
-"""OpenAI-compatible request parsing and response formatting: pure, no Ray, no I/O.
+"""OpenAI-compatible request parsing: pure, no Ray, no I/O.
 
 Requests: `parse_completion` (POST /v1/completions) and `parse_chat` (POST
 /v1/chat/completions) turn a JSON body into a `GenerationRequest`, or raise `InputError`
@@ -20,107 +20,22 @@ Chat prompt template (one line per message, then the cue for the answer)::
     user: <user message>
     assistant: <earlier answer>
     assistant:
-
-Responses: `completion_response`, `chat_response`, the streaming chunks `completion_chunk`
-and `chat_chunk`, `usage_chunk`, `sse` (server-sent events framing) and `error_body`
-(OpenAI's error shape). `StopFilter` applies stop sequences to a token stream for backends
-without native stop support; `StreamTally` measures TTFT and time per output token.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from collections.abc import Mapping
+from typing import Any
 
 from core.errors import InputError
-
-Kind = Literal["completion", "chat"]
-FINISH_REASONS = ("stop", "length")
-MAX_STOP_SEQUENCES = 4  # OpenAI's limit
-DEFAULT_COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
-SSE_DONE = b"data: [DONE]\n\n"
-
-
-@dataclass(frozen=True)
-class ChatMessage:
-    role: str
-    content: str
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """One validated generation request, whichever endpoint it came from.
-
-    `prompt` is what a plain text model continues (for chat: the formatted template);
-    `messages` keeps the chat turns for engines that apply the model's own chat template.
-    `context` and `question` feed the hallucination scorer and context-aware models.
-    """
-
-    prompt: str
-    context: str | None
-    question: str | None
-    max_tokens: int
-    temperature: float
-    top_p: float
-    stop: tuple[str, ...]
-    stream: bool
-    n: int
-    model: str | None
-    kind: Kind
-    seed: int | None
-    include_usage: bool = False  # stream_options.include_usage: a final usage-only chunk
-    messages: tuple[ChatMessage, ...] = ()
-
-    def to_record(self) -> dict[str, Any]:
-        """The input record of a text-generation pyfunc model (see gateway.demo.textgen).
-
-        Missing values are encoded so every column has one type: "" for no context or
-        question, -1 for no seed (user seeds are folded into [0, 2**63)).
-        """
-        return {"prompt": self.prompt, "context": self.context or "",
-                "question": self.question or "", "max_tokens": self.max_tokens,
-                "temperature": self.temperature, "top_p": self.top_p,
-                "seed": -1 if self.seed is None else self.seed & (2**63 - 1)}
-
-
-@dataclass(frozen=True)
-class GenerationChunk:
-    """A piece of a streamed answer: its text, the tokens it holds, and the finish reason
-    on the last piece (None before). The last piece also carries `prompt_tokens` when the
-    model knows it (for `usage`)."""
-
-    text: str
-    finish_reason: str | None
-    tokens: int
-    prompt_tokens: int | None = None
-
-
-@dataclass(frozen=True)
-class GenerationResult:
-    text: str
-    finish_reason: str  # "stop" | "length"
-    prompt_tokens: int
-    completion_tokens: int
-
-
-class TextGenerator(Protocol):
-    """What a model slot's backend offers to the OpenAI endpoints.
-
-    Contract: `generate` returns the whole answer; `stream` yields it piece by piece as the
-    model produces it (never buffered), the last piece carrying the finish reason. Both raise
-    `InputError` for requests the model cannot take (a client error) and any other exception
-    when the model fails. Cancelling the stream's consumer stops the generation.
-    """
-
-    async def generate(self, request: GenerationRequest) -> GenerationResult: ...
-
-    def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]: ...
-
-
-# ---- request parsing ------------------------------------------------------------------------
+from gateway.serving.llm.generation import (
+    DEFAULT_COMPLETION_MAX_TOKENS,
+    MAX_STOP_SEQUENCES,
+    ChatMessage,
+    GenerationRequest,
+)
 
 _COMMON = frozenset({"model", "max_tokens", "temperature", "top_p", "stop", "stream",
                      "stream_options", "n", "seed", "user", "context", "logprobs",
@@ -382,164 +297,3 @@ def _optional_str(body: Mapping[str, Any], name: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise InputError(f"{name}: expected a string", field=name)
     return value
-
-
-# ---- response formatting -------------------------------------------------------------------
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
-
-
-def completion_response(result: GenerationResult, model: str, request_id: str,
-                        created: int) -> dict[str, Any]:
-    """An OpenAI `text_completion` object."""
-    return {"id": f"cmpl-{request_id}", "object": "text_completion", "created": created,
-            "model": model,
-            "choices": [{"index": 0, "text": result.text, "logprobs": None,
-                         "finish_reason": result.finish_reason}],
-            "usage": usage(result.prompt_tokens, result.completion_tokens)}
-
-
-def chat_response(result: GenerationResult, model: str, request_id: str,
-                  created: int) -> dict[str, Any]:
-    """An OpenAI `chat.completion` object."""
-    return {"id": f"chatcmpl-{request_id}", "object": "chat.completion", "created": created,
-            "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                         "logprobs": None, "finish_reason": result.finish_reason}],
-            "usage": usage(result.prompt_tokens, result.completion_tokens)}
-
-
-def completion_chunk(chunk: GenerationChunk, model: str, request_id: str,
-                     created: int) -> dict[str, Any]:
-    """One streamed piece of a completion (OpenAI streams `text_completion` objects)."""
-    return {"id": f"cmpl-{request_id}", "object": "text_completion", "created": created,
-            "model": model,
-            "choices": [{"index": 0, "text": chunk.text, "logprobs": None,
-                         "finish_reason": chunk.finish_reason}]}
-
-
-def chat_chunk(chunk: GenerationChunk, model: str, request_id: str, created: int,
-               first: bool = False) -> dict[str, Any]:
-    """One `chat.completion.chunk`; the first carries `delta.role`, as OpenAI's do."""
-    delta: dict[str, Any] = {"role": "assistant"} if first else {}
-    if chunk.text or first:
-        delta["content"] = chunk.text
-    return {"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk",
-            "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                         "finish_reason": chunk.finish_reason}]}
-
-
-def usage_chunk(kind: Kind, prompt_tokens: int, completion_tokens: int, model: str,
-                request_id: str, created: int) -> dict[str, Any]:
-    """The last chunk when `stream_options.include_usage` is set: no choices, the usage."""
-    prefix, obj = (("chatcmpl", "chat.completion.chunk") if kind == "chat"
-                   else ("cmpl", "text_completion"))
-    return {"id": f"{prefix}-{request_id}", "object": obj, "created": created, "model": model,
-            "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
-
-
-def sse(data: Mapping[str, Any] | str) -> bytes:
-    """One server-sent event: `data: <json>\\n\\n` (a str is sent as is, e.g. "[DONE]")."""
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return f"data: {payload}\n\n".encode()
-
-
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-                403: "permission_error", 404: "not_found_error", 413: "invalid_request_error",
-                422: "invalid_request_error", 429: "rate_limit_error"}
-
-
-def error_type(status: int) -> str:
-    return _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-
-
-def error_body(message: str, type: str = "invalid_request_error",
-               param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    """OpenAI's error shape: `{"error": {"message", "type", "param", "code"}}`."""
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
-
-
-def input_error_body(exc: InputError) -> dict[str, Any]:
-    return error_body(str(exc), error_type(exc.status), exc.field, None)
-
-
-# ---- streaming helpers ---------------------------------------------------------------------
-
-class StopFilter:
-    """Applies stop sequences to streamed text: emits everything before the first stop
-    sequence and holds back a tail that could still become one, so no piece of a stop
-    sequence ever reaches the client."""
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self._stops = tuple(s for s in stops if s)
-        self._held = ""
-        self.stopped = False
-
-    def feed(self, text: str) -> str:
-        if self.stopped:
-            return ""
-        buf = self._held + text
-        hits = [i for i in (buf.find(s) for s in self._stops) if i >= 0]
-        if hits:
-            self.stopped, self._held = True, ""
-            return buf[:min(hits)]
-        keep = self._partial_suffix(buf)
-        self._held = buf[len(buf) - keep:] if keep else ""
-        return buf[:len(buf) - keep]
-
-    def flush(self) -> str:
-        """The held-back tail, once the stream ended without completing a stop sequence."""
-        held, self._held = self._held, ""
-        return "" if self.stopped else held
-
-    def _partial_suffix(self, buf: str) -> int:
-        best = 0
-        for stop in self._stops:
-            for k in range(min(len(stop) - 1, len(buf)), best, -1):
-                if stop.startswith(buf[-k:]):
-                    best = k
-                    break
-        return best
-
-
-@dataclass
-class StreamTally:
-    """Accumulates a stream for the observation and the evaluator: text, tokens, finish
-    reason, time to first token and time per output token (after the first)."""
-
-    started: float
-    first_token_at: float | None = None
-    last_token_at: float | None = None
-    tokens: int = 0
-    prompt_tokens: int = 0
-    finish_reason: str | None = None
-    parts: list[str] = field(default_factory=list)
-
-    def add(self, chunk: GenerationChunk, now: float) -> None:
-        if chunk.tokens > 0 or chunk.text:
-            if self.first_token_at is None:
-                self.first_token_at = now
-            self.last_token_at = now
-        self.tokens += chunk.tokens
-        self.parts.append(chunk.text)
-        if chunk.finish_reason is not None:
-            self.finish_reason = chunk.finish_reason
-        if chunk.prompt_tokens is not None:
-            self.prompt_tokens = chunk.prompt_tokens
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-    @property
-    def ttft_s(self) -> float | None:
-        return None if self.first_token_at is None else self.first_token_at - self.started
-
-    @property
-    def tpot_s(self) -> float | None:
-        if self.first_token_at is None or self.last_token_at is None or self.tokens < 2:
-            return None
-        return (self.last_token_at - self.first_token_at) / (self.tokens - 1)
