@@ -1,6 +1,6 @@
 """Device-memory readings for the judge simulation, as the supervisor builds them.
 
-`gateway.control.effects.Effects.resources`: gpu_monitor samples every `SAMPLE_S` seconds; the
+`gateway.control.sensors.ResourceSensor.readings`: gpu_monitor samples every `SAMPLE_S` seconds; the
 history starts `WARMUP_S` after the challenger loaded (before that: the latest sample only);
 each sample carries each arm's cumulative requests as the supervisor knew them when it first
 saw the sample (a restarted supervisor knows none of the earlier ones: with fewer than two
@@ -27,7 +27,7 @@ from guards.context import ArmResources, ResourceReadings
 MiB = 2**20
 GiB = 2**30
 SAMPLE_S = 2.0
-WARMUP_S = 30.0  # gateway.control.effects.WARMUP_S
+WARMUP_S = 30.0  # gateway.control.sensors.WARMUP_S
 
 
 @dataclass
