@@ -10,9 +10,10 @@ champion requests) and says, at each look:
 - `champion_healthy`: the champion itself meets the ceilings over the recent interval: its
   error rate (timeouts included: the ingress censors both arms at the challenger's
   deadline) is at most `error_rate`, or it has fewer than `min_errors` errors; with a
-  latency SLO, its share of responses over the SLO is at most three times the quantile's
-  tail share. Only then do the absolute ceilings count a look (a noisy "unhealthy" look
-  only delays them: the choice depends on the champion's data alone);
+  latency SLO, its share of responses over the SLO is at most the quantile's tail share (the
+  SLO itself: a champion at 10% over a p95 SLO is not meeting it, and a challenger beside
+  it at the same 10% is no worse). Only then do the absolute ceilings count a look (a noisy
+  "unhealthy" look only delays them: the choice depends on the champion's data alone);
 - `champion_during_run`: the champion's requests over the looks of the challenger's current
   run of failures; the catastrophic path acts only when the champion answered well over
   that same interval (`champion_fine_during_run`);
@@ -118,7 +119,7 @@ class HealthMonitor:
         usual = max(base[0] / base[1] if base[1] else 0.0, _FLOOR)
         usual_slo = max(base[2] / base[3] if base[3] else 0.0, self._slo_tail)
         healthy = not (self._over(r[_CA_E], r[_CA_N], self._rate)
-                       or self._over(r[_CA_S], r[_CA_OK], 3.0 * self._slo_tail))
+                       or self._over(r[_CA_S], r[_CA_OK], self._slo_tail))
         incident = self._worse(r[_CA_E], r[_CA_N], usual, self._rate) or \
             self._worse(r[_CA_S], r[_CA_OK], usual_slo, 2.0 * self._slo_tail)
         if incident and self._looks:
