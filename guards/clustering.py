@@ -59,27 +59,40 @@ def design_effect(champion: ArmWindow, challenger: ArmWindow) -> DesignEffect:
 
 def _deff(arms: Sequence[list[int]], n_col: int, sum_col: int, sq_col: int | None,
           scale: float) -> float:
-    """MSB / MSW over the key buckets of both arms, each arm centred on its own mean."""
+    """MSB / MSW over the key buckets, each arm centred on its own mean: the larger of the
+    pooled ratio and each arm's own. At a 5% step the challenger holds a few keys, and a
+    heavy one weighs far more in its sample than in the champion's: pooled, the champion's
+    many well-mixed buckets would hide the challenger's clustering, which is what limits
+    the comparison's evidence."""
+    parts = [p for p in (_anova(kb, n_col, sum_col, sq_col, scale) for kb in arms) if p]
+    ratios = [_ratio(*p) for p in parts]
+    pooled = _ratio(sum(p[0] for p in parts), sum(p[1] for p in parts),
+                    sum(p[2] for p in parts), sum(p[3] for p in parts))
+    return max([pooled, *ratios])
+
+
+def _anova(kb: list[int], n_col: int, sum_col: int, sq_col: int | None,
+           scale: float) -> tuple[float, float, int, int] | None:
+    """One arm's between and within sums of squares and their degrees of freedom."""
+    rows = [(kb[i * KEY_STATS + n_col], kb[i * KEY_STATS + sum_col],
+             kb[i * KEY_STATS + sq_col] if sq_col is not None else None)
+            for i in range(KEY_BUCKETS)]
+    rows = [r for r in rows if r[0] >= MIN_PER_BUCKET]
+    if len(rows) < 2:
+        return None
+    n_arm = sum(r[0] for r in rows)
+    mean = sum(r[1] for r in rows) / scale / n_arm
     ssb = ssw = 0.0
-    groups = n_tot = 0
-    for kb in arms:
-        rows = [(kb[i * KEY_STATS + n_col], kb[i * KEY_STATS + sum_col],
-                 kb[i * KEY_STATS + sq_col] if sq_col is not None else None)
-                for i in range(KEY_BUCKETS)]
-        rows = [r for r in rows if r[0] >= MIN_PER_BUCKET]
-        if len(rows) < 2:
-            continue
-        n_arm = sum(r[0] for r in rows)
-        s_arm = sum(r[1] for r in rows) / scale
-        mean = s_arm / n_arm
-        for n, s, sq in rows:
-            m = s / scale / n
-            ssb += n * (m - mean) ** 2
-            # binary outcomes (errors): the within sum of squares follows from the mean
-            within = (sq / scale / scale - n * m * m) if sq is not None else n * m * (1.0 - m)
-            ssw += max(within, 0.0)
-        groups += len(rows) - 1
-        n_tot += n_arm - len(rows)
-    if groups < 4 or n_tot <= 0 or ssw <= 0.0:
+    for n, s, sq in rows:
+        m = s / scale / n
+        ssb += n * (m - mean) ** 2
+        # binary outcomes (errors): the within sum of squares follows from the mean
+        within = (sq / scale / scale - n * m * m) if sq is not None else n * m * (1.0 - m)
+        ssw += max(within, 0.0)
+    return ssb, ssw, len(rows) - 1, n_arm - len(rows)
+
+
+def _ratio(ssb: float, ssw: float, groups: int, n_within: int) -> float:
+    if groups < 4 or n_within <= 0 or ssw <= 0.0:
         return 1.0
-    return max(1.0, (ssb / groups) / (ssw / n_tot))
+    return max(1.0, (ssb / groups) / (ssw / n_within))

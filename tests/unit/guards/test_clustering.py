@@ -68,3 +68,20 @@ def test_batches_and_keys_multiply() -> None:
     factor = 1.0 + 4 / 22_002
     assert batched.latency == pytest.approx(alone.latency * factor)
     assert batched.rate == pytest.approx(alone.rate * factor)
+
+
+def test_a_challenger_with_a_few_heavy_keys_is_not_hidden_by_the_champion() -> None:
+    """At a 5% step the challenger holds a few keys, one of them heavy: its own clustering
+    limits the comparison, however well mixed the champion's many keys are."""
+    rng = np.random.default_rng(3)
+    champion = _keyed(rng, 20_000, 5000, 0.5)
+    keys = 30
+    share = 1.0 / np.arange(1, keys + 1)  # Zipf: the first key sends ~25% of the requests
+    users = rng.choice(keys, 300, p=share / share.sum())
+    effects = rng.lognormal(0.0, 0.5, keys)
+    buckets = np.array([key_bucket(f"c-{u}") for u in range(keys)])[users]
+    lat = rng.lognormal(np.log(0.08), 0.5, users.size) * effects[users]
+    challenger = ArmWindow()
+    challenger.record_batch(lat, np.zeros(users.size, dtype=np.int64), key_bucket=buckets)
+    # pooled with the champion this read 2.9; the challenger alone reads 4.7
+    assert design_effect(champion, challenger).latency > 4.0
