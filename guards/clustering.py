@@ -59,21 +59,25 @@ def design_effect(champion: ArmWindow, challenger: ArmWindow) -> DesignEffect:
 
 def _deff(arms: Sequence[list[int]], n_col: int, sum_col: int, sq_col: int | None,
           scale: float) -> float:
-    """MSB / MSW over the key buckets, each arm centred on its own mean: the larger of the
-    pooled ratio and each arm's own. At a 5% step the challenger holds a few keys, and a
-    heavy one weighs far more in its sample than in the champion's: pooled, the champion's
-    many well-mixed buckets would hide the challenger's clustering, which is what limits
-    the comparison's evidence."""
+    """The design effect of the key buckets, the larger of each arm's own and the pooled one.
+
+    Per arm, the ANOVA estimate of the intra-bucket correlation rho and the size-weighted
+    mean bucket size m_w = sum n_b^2 / sum n_b give deff = 1 + (m_w - 1) rho, the design
+    effect of unequal clusters. At a 5% step the challenger holds a few keys and a heavy
+    one can carry most of its requests: m_w is then close to its whole sample, and the
+    comparison's evidence is limited by that one key, not by the request count. Pooled with
+    the champion's many well-mixed buckets, that would be hidden."""
     parts = [p for p in (_anova(kb, n_col, sum_col, sq_col, scale) for kb in arms) if p]
-    ratios = [_ratio(*p) for p in parts]
-    pooled = _ratio(sum(p[0] for p in parts), sum(p[1] for p in parts),
-                    sum(p[2] for p in parts), sum(p[3] for p in parts))
-    return max([pooled, *ratios])
+    if not parts:
+        return 1.0
+    pooled = _kish(*(sum(p[i] for p in parts) for i in range(6)))
+    return max([pooled, *(_kish(*p) for p in parts)])
 
 
 def _anova(kb: list[int], n_col: int, sum_col: int, sq_col: int | None,
-           scale: float) -> tuple[float, float, int, int] | None:
-    """One arm's between and within sums of squares and their degrees of freedom."""
+           scale: float) -> tuple[float, float, int, int, int, int] | None:
+    """One arm's between and within sums of squares, their degrees of freedom, its request
+    count and the sum of squared bucket sizes."""
     rows = [(kb[i * KEY_STATS + n_col], kb[i * KEY_STATS + sum_col],
              kb[i * KEY_STATS + sq_col] if sq_col is not None else None)
             for i in range(KEY_BUCKETS)]
@@ -89,10 +93,14 @@ def _anova(kb: list[int], n_col: int, sum_col: int, sq_col: int | None,
         # binary outcomes (errors): the within sum of squares follows from the mean
         within = (sq / scale / scale - n * m * m) if sq is not None else n * m * (1.0 - m)
         ssw += max(within, 0.0)
-    return ssb, ssw, len(rows) - 1, n_arm - len(rows)
+    return ssb, ssw, len(rows) - 1, n_arm - len(rows), n_arm, sum(r[0] ** 2 for r in rows)
 
 
-def _ratio(ssb: float, ssw: float, groups: int, n_within: int) -> float:
-    if groups < 4 or n_within <= 0 or ssw <= 0.0:
+def _kish(ssb: float, ssw: float, groups: float, n_within: float, n: float,
+          n_sq: float) -> float:
+    if groups < 4 or n_within <= 0 or ssw <= 0.0 or n <= 0:
         return 1.0
-    return max(1.0, (ssb / groups) / (ssw / n_within))
+    msb, msw = ssb / groups, ssw / n_within
+    m0 = (n - n_sq / n) / groups  # the ANOVA's mean bucket size for unequal buckets
+    rho = max((msb - msw) / (msb + (m0 - 1.0) * msw), 0.0)
+    return max(1.0, msb / msw, 1.0 + (n_sq / n - 1.0) * rho)
