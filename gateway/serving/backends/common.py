@@ -10,6 +10,17 @@ from core.errors import ModelLoadError
 from model_registry.refs import ModelRef
 
 
+def load_pyfunc(ref: ModelRef) -> Any:
+    """`mlflow.pyfunc.load_model` of the version, a ModelLoadError naming it when that fails."""
+    import mlflow.pyfunc
+
+    try:
+        return mlflow.pyfunc.load_model(ref.uri)
+    except Exception as exc:
+        raise ModelLoadError(f"model {ref.name} version {ref.version}: cannot load "
+                             f"{ref.uri}: {exc}") from exc
+
+
 def load_signature(ref: ModelRef) -> Any:
     """The MLflow signature of an immutable model version (None when it has none)."""
     import mlflow.models

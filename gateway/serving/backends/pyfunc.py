@@ -6,7 +6,7 @@ from typing import Any
 
 from core.errors import ModelLoadError
 from gateway.serving.backends.base import Prediction
-from gateway.serving.backends.common import check_finite, to_jsonable
+from gateway.serving.backends.common import check_finite, load_pyfunc, to_jsonable
 from gateway.serving.backends.inputs import (
     ColumnInput,
     InputSpec,
@@ -30,13 +30,7 @@ class PyfuncBackend:
         self._ref: ModelRef | None = None
 
     def load(self, ref: ModelRef) -> None:
-        import mlflow.pyfunc
-
-        try:
-            model = mlflow.pyfunc.load_model(ref.uri)
-        except Exception as exc:
-            raise ModelLoadError(f"model {ref.name} version {ref.version}: cannot load "
-                                 f"{ref.uri}: {exc}") from exc
+        model = load_pyfunc(ref)
         self._model, self._ref = model, ref
         self._spec = spec_from_signature(model.metadata.signature)
 

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from core.errors import ModelLoadError
+from gateway.serving.backends.common import load_pyfunc
 from gateway.serving.llm.generation import GenerationChunk, GenerationRequest, GenerationResult
 from gateway.serving.llm.streaming import StopFilter
 from model_registry.refs import ModelRef
@@ -46,13 +47,7 @@ class PyfuncTextGenerator:
 
     @classmethod
     def load(cls, ref: ModelRef) -> PyfuncTextGenerator:
-        import mlflow.pyfunc
-
-        try:
-            model = mlflow.pyfunc.load_model(ref.uri)
-        except Exception as exc:
-            raise ModelLoadError(f"model {ref.name} version {ref.version}: cannot load "
-                                 f"{ref.uri}: {exc}") from exc
+        model = load_pyfunc(ref)
         try:
             return cls(model)
         except ModelLoadError as exc:
