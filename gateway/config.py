@@ -24,6 +24,7 @@ from guards.verdict import default_triggers, parse_triggers
 BackendName = Literal["auto", "torch", "pyfunc", "vllm"]
 NotifierType = Literal["webhook", "slack", "pagerduty"]
 SeverityName = Literal["critical", "high", "medium", "low", "info"]
+HealthCheckMode = Literal["require", "allow_unchecked"]
 # Retry-After may ask for longer; an alert that late is worth less than a free worker.
 MAX_BACKOFF_S = 10.0
 
@@ -57,6 +58,9 @@ class DeploymentResources:
 @dataclass(frozen=True)
 class SlotsConfig(DeploymentResources):
     health_check_timeout_s: float = bounded(60.0, gt=0.0)
+    # require: a version with neither a signature nor an input example (nothing to call it
+    # with before traffic) fails to load; allow_unchecked serves it without a health check.
+    health_check: HealthCheckMode = "require"
 
 
 @dataclass(frozen=True)

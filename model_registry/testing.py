@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import mlflow
 import mlflow.pyfunc
@@ -30,6 +31,13 @@ class LinearModel(PythonModel):
         return values * self.a + self.b
 
 
+class FailingModel(PythonModel):
+    """Raises on every call: a challenger that could never answer a request."""
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        raise RuntimeError("injected model failure")
+
+
 @dataclass(frozen=True)
 class LoggedModelInfo:
     model_uri: str  # models:/<model_id>
@@ -47,11 +55,32 @@ def log_linear_model(
 ) -> LoggedModelInfo:
     """Log `LinearModel(a, b)` as a pyfunc model under a new run; register it with
     `ModelRegistry.register(info.model_uri)` (or `info.runs_uri`)."""
+    return log_pyfunc_model(tracking_uri, LinearModel(a, b), name=name, experiment=experiment,
+                            params={"a": a, "b": b})
+
+
+def log_pyfunc_model(
+    tracking_uri: str,
+    python_model: PythonModel,
+    *,
+    signature: Any = None,
+    input_example: Any = None,
+    metadata: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+    name: str = "model",
+    experiment: str = DEFAULT_EXPERIMENT,
+) -> LoggedModelInfo:
+    """Log any PythonModel under a new run. `signature=None` with an `input_example` lets
+    MLflow infer the signature by calling the model on it (and log none when that call
+    raises); `signature=False` logs none without calling it."""
     experiment_id = ensure_experiment(tracking_uri, experiment)
     with use_tracking_uri(tracking_uri), mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.log_params({"a": a, "b": b})
+        if params:
+            mlflow.log_params(params)
         # Explicit requirements: inferring them would spawn a subprocess and take seconds.
-        info = mlflow.pyfunc.log_model(name=name, python_model=LinearModel(a, b),
+        info = mlflow.pyfunc.log_model(name=name, python_model=python_model,
+                                       signature=signature, input_example=input_example,
+                                       metadata=metadata,
                                        pip_requirements=[f"mlflow=={mlflow.__version__}"])
     run_id = run.info.run_id
     return LoggedModelInfo(model_uri=info.model_uri, run_id=run_id,

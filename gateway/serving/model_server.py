@@ -20,7 +20,7 @@ from ray import serve
 from core.errors import InputError
 from core.logs import get_logger
 from gateway.config import GatewayConfig, parse_config
-from gateway.serving.backends import Backend, make_backend, memory_profile
+from gateway.serving.backends import Backend, NothingToCheck, make_backend, memory_profile
 from gateway.serving.backends.common import flavors, model_metadata
 from gateway.serving.llm.generation import GenerationRequest
 from gateway.serving.tablewatch import TableWatcher
@@ -52,14 +52,38 @@ def choose_backend_name(configured: str, ref: ModelRef) -> str:
 
 
 def load_backend(cfg: GatewayConfig, ref: ModelRef) -> Backend:
-    """Load and health-check `ref`; raises ModelLoadError naming the version on failure."""
+    """Load and health-check `ref`; raises ModelLoadError naming the version on failure.
+
+    The health check always calls the model. A version with nothing to call it with (no
+    signature, no input example) is refused unless `slots.health_check: allow_unchecked`:
+    serving it unchecked would give a challenger that fails every call live traffic."""
     device = "cuda" if cfg.slots.num_gpus > 0 else "cpu"
     backend = make_backend(choose_backend_name(cfg.model.backend, ref), device=device,
                            max_batch=cfg.http.max_batch,
                            max_tokens_limit=cfg.llm.max_tokens_limit)
     backend.load(ref)
-    backend.health_check()
+    try:
+        backend.health_check()
+    except NothingToCheck:
+        if cfg.slots.health_check != "allow_unchecked":
+            _close(backend)
+            raise
+        log.warning("model %s version %s has neither a signature nor an input example: "
+                    "serving it unchecked (slots.health_check: allow_unchecked)",
+                    ref.name, ref.version)
+    except BaseException:
+        _close(backend)  # an engine that failed its check must not keep its (GPU) memory
+        raise
     return backend
+
+
+def _close(backend: Backend) -> None:
+    close = getattr(backend, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception as exc:
+            log.warning("closing a model that failed its health check: %s", exc)
 
 
 class ModelServer:

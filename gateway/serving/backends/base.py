@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from core.errors import ModelLoadError
 from model_registry.refs import ModelRef
+
+
+class NothingToCheck(ModelLoadError):
+    """`health_check` has no input to call the model with: the version has no signature, no
+    input example, and no input format the gateway knows. The slot refuses it traffic unless
+    the config says `slots.health_check: allow_unchecked` (see model_server.load_backend)."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +54,10 @@ class Backend(Protocol):
     Contract:
     - `load` loads `ref.uri` (`models:/name/version`, never an alias) and raises
       `ModelLoadError` naming the version if it cannot.
-    - `health_check` runs a real inference on a synthetic input and raises `ModelLoadError`
-      if the model cannot answer it; a slot gets no traffic before it passes.
+    - `health_check` runs a real inference and raises `ModelLoadError` if the model cannot
+      answer it; a slot gets no traffic before it passes. Its input: one made from the
+      signature, else the input example logged with the model, else (text generation) a
+      short prompt; with none of them it raises `NothingToCheck`.
     - `predict` raises `InputError` (a client error, never counted against the model) when
       the inputs do not fit the model's signature, and any other exception when the model
       itself fails.

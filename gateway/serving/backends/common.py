@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from core.errors import ModelLoadError
+from gateway.serving.backends.base import NothingToCheck
 from model_registry.refs import ModelRef
+
+# Where a health-check input came from, for the error message.
+FROM_SIGNATURE = "a synthetic input from its signature"
+FROM_EXAMPLE = "its logged input example"
+FROM_PROMPT = "a short prompt"
 
 
 def load_pyfunc(ref: ModelRef) -> Any:
@@ -30,6 +37,44 @@ def load_signature(ref: ModelRef) -> Any:
     except Exception as exc:
         raise ModelLoadError(f"model {ref.name} version {ref.version}: cannot read its "
                              f"MLflow metadata from {ref.uri}: {exc}") from exc
+
+
+def load_input_example(ref: ModelRef, meta: Any = None) -> Any:
+    """The input example logged with the version, as MLflow reads it back (`input_example.json`
+    per `MLmodel`'s `saved_input_example_info`: an ndarray, DataFrame, dict...); None when it
+    was logged without one. `meta`: the version's already loaded `mlflow.models.Model`."""
+    from mlflow.models import Model
+
+    try:
+        model = meta if meta is not None else Model.load(ref.uri)
+        if not model.saved_input_example_info:
+            return None
+        return model.load_input_example(ref.uri)
+    except Exception as exc:
+        raise ModelLoadError(f"model {ref.name} version {ref.version}: cannot read its "
+                             f"input example from {ref.uri}: {exc}") from exc
+
+
+def nothing_to_check(ref: ModelRef) -> NothingToCheck:
+    return NothingToCheck(
+        f"model {ref.name} version {ref.version} has neither a signature nor an input example "
+        "to health-check it; log one, or set slots.health_check: allow_unchecked "
+        "(gateway.yaml) to serve it unchecked")
+
+
+def run_health_check(ref: ModelRef, source: str, call: Callable[[], Any]) -> None:
+    """One health-check inference (`source` says on what input): a ModelLoadError naming the
+    version when the model raises or answers non-finite numbers (a `call` that checks its
+    own answer returns None)."""
+    try:
+        outputs = call()
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"model {ref.name} version {ref.version}: health check on "
+                             f"{source} failed: {type(exc).__name__}: {exc}") from exc
+    if outputs is not None:
+        check_finite(to_jsonable(outputs), ref)
 
 
 def flavors(ref: ModelRef) -> dict[str, Any]:

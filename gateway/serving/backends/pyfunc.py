@@ -6,7 +6,16 @@ from typing import Any
 
 from core.errors import ModelLoadError
 from gateway.serving.backends.base import Prediction
-from gateway.serving.backends.common import check_finite, load_pyfunc, to_jsonable
+from gateway.serving.backends.common import (
+    FROM_EXAMPLE,
+    FROM_PROMPT,
+    FROM_SIGNATURE,
+    load_input_example,
+    load_pyfunc,
+    nothing_to_check,
+    run_health_check,
+    to_jsonable,
+)
 from gateway.serving.backends.inputs import (
     ColumnInput,
     InputSpec,
@@ -17,6 +26,7 @@ from gateway.serving.backends.inputs import (
     summarize,
     synthetic_input,
 )
+from gateway.serving.llm.pyfunc_textgen import check_generates, is_text_generation
 from model_registry.refs import ModelRef
 
 
@@ -40,18 +50,24 @@ class PyfuncBackend:
         return self._model
 
     def health_check(self) -> None:
-        if self._model is None:
+        """Call the model on the first input there is: one row made from the signature, the
+        logged input example, or for a text-generation model a short prompt in the records
+        the gateway sends it."""
+        model, ref = self._model, self._ref
+        if model is None or ref is None:
             raise ModelLoadError("no model loaded")
         sample = synthetic_input(self._spec)
-        if sample is None:
+        if sample is not None:
+            run_health_check(ref, FROM_SIGNATURE, lambda: self._run(sample))
             return
-        try:
-            outputs = self._run(sample)
-        except Exception as exc:
-            raise ModelLoadError(f"model {self._ref.name if self._ref else '?'} version "
-                                 f"{self._ref.version if self._ref else '?'}: health check "
-                                 f"inference failed: {exc}") from exc
-        check_finite(to_jsonable(outputs), self._ref)
+        example = load_input_example(ref, model.metadata)
+        if example is not None:
+            run_health_check(ref, FROM_EXAMPLE, lambda: model.predict(example))
+            return
+        if is_text_generation(model):
+            run_health_check(ref, FROM_PROMPT, lambda: check_generates(model))
+            return
+        raise nothing_to_check(ref)
 
     def predict(self, inputs: Any) -> Prediction:
         if self._model is None:

@@ -7,7 +7,15 @@ from typing import Any
 
 from core.errors import InputError, ModelLoadError
 from gateway.serving.backends.base import Prediction
-from gateway.serving.backends.common import check_finite, load_signature, to_jsonable
+from gateway.serving.backends.common import (
+    FROM_EXAMPLE,
+    FROM_SIGNATURE,
+    load_input_example,
+    load_signature,
+    nothing_to_check,
+    run_health_check,
+    to_jsonable,
+)
 from gateway.serving.backends.inputs import (
     ColumnInput,
     InputSpec,
@@ -48,12 +56,19 @@ class TorchBackend:
         self._model, self._spec, self._ref = model, spec, ref
 
     def health_check(self) -> None:
-        if self._model is None:
+        """Call the model on one row made from its signature, else on its logged input
+        example (as a float tensor, as `predict` makes one without a signature)."""
+        ref = self._ref
+        if self._model is None or ref is None:
             raise ModelLoadError("no model loaded")
         sample = synthetic_input(self._spec)
-        if sample is None:
-            return  # no signature: nothing to synthesise; loading succeeded
-        check_finite(self._run(sample), self._ref)
+        if sample is not None:
+            run_health_check(ref, FROM_SIGNATURE, lambda: self._run(sample))
+            return
+        example = load_input_example(ref)
+        if example is None:
+            raise nothing_to_check(ref)
+        run_health_check(ref, FROM_EXAMPLE, lambda: self._run(_as_float_array(example)))
 
     def predict(self, inputs: Any) -> Prediction:
         if self._model is None:

@@ -98,6 +98,23 @@ class PyfuncTextGenerator:
             worker.shutdown(wait=False)
 
 
+# The health check of a text-generation model logged without a signature or input example:
+# the gateway knows its input format (`GenerationRequest.to_record`), so a short greedy
+# generation is a real call in the exact form the OpenAI endpoints make.
+HEALTH_PROBE = GenerationRequest(prompt="Hello", context=None, question=None, max_tokens=4,
+                                 temperature=0.0, top_p=1.0, stop=(), stream=False, n=1,
+                                 model=None, kind="completion", seed=0)
+
+
+def check_generates(model: Any) -> None:
+    """Generate from `HEALTH_PROBE` through `predict`, as `generate` does; raises (TypeError,
+    ValueError or the model's own error) unless the answer is one well-formed record with at
+    least one token."""
+    row = _first_row(model.predict([HEALTH_PROBE.to_record()]))
+    if int(row["completion_tokens"]) < 1:
+        raise ValueError("text-generation model generated no tokens for a short prompt")
+
+
 def _next(chunks: Iterator[Any]) -> Any:
     return next(chunks, _END)
 

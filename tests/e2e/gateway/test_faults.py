@@ -125,3 +125,44 @@ def test_dead_challenger_replica_fails_over(
         assert statuses == [200] * 20
 
 
+
+
+@pytest.mark.parametrize("logged", ["input example", "nothing"])
+def test_a_challenger_without_a_signature_that_always_fails_never_gets_traffic(
+        ray_serve: str, registry: Any, models: dict[str, Any], logged: str) -> None:
+    """Logged with an input example, MLflow's signature inference calls the model, which
+    raises, so the version has no signature: the health check runs on the example. Logged
+    with neither, there is nothing to check it with: the version is refused. Either way the
+    rollout fails at loading, with the reason in its status and audit record."""
+    import numpy as np
+
+    from gateway.control.audit import AuditLog
+    from model_registry.testing import log_pyfunc_model
+    from tests.e2e.gateway.rollout_helpers import Traffic, finished, start_rollout
+
+    example = np.full((2, 8), 0.5, dtype=np.float32) if logged == "input example" else None
+    info = log_pyfunc_model(registry.tracking_uri, linear(Faults(error_rate=1.0, fail_after=0)),
+                            input_example=example)
+    broken = registry.register(info.runs_uri, tags={"description": f"unsigned, {logged}"})
+    reason = (f"version {broken.version}: health check on its logged input example failed: "
+              "RuntimeError: injected model failure" if example is not None else
+              f"version {broken.version} has neither a signature nor an input example to "
+              "health-check it; log one, or set slots.health_check: allow_unchecked "
+              "(gateway.yaml) to serve it unchecked")
+    cfg = replace(gateway_config(weight=50.0), app_name=f"gw-unsigned-{logged.split()[0]}")
+    with deployed(ray_serve, registry, models["v1"], None, cfg) as app, \
+            Traffic(app.url, rate=20) as traffic:
+        start_rollout(app, broken)
+        status = finished(app, broken.version)
+        assert status["phase"] == "failed", status
+        assert reason in status["reason"], status["reason"]
+        assert status["requests"]["challenger"] == 0, status["requests"]
+        counts = replica_counts(app)
+    assert traffic.answers and traffic.statuses() == {200: len(traffic.answers)}
+    assert {a.arm for a in traffic.answers} == {"champion"}
+    assert not [k for k in counts if k.startswith("challenger.")], counts
+    audit = AuditLog(cfg.supervisor.audit_path)
+    failed = wait_for(lambda: [r for r in audit.read(status["rollout_id"])
+                               if r.event == "load_failed"], 20, "the load_failed record")
+    assert reason in failed[0].reason, failed[0]
+    assert failed[0].challenger_version == broken.version

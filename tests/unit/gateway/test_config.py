@@ -20,6 +20,13 @@ def test_defaults_are_valid_and_fractional() -> None:
 def test_shipped_config_files_load() -> None:
     cfg = load_config(REPO / "configs" / "gateway.yaml")
     assert cfg.model.name
+    assert cfg.slots.health_check == "require"
+
+
+def test_health_checks_are_required_unless_allowed_off() -> None:
+    assert GatewayConfig().slots.health_check == "require"
+    cfg = parse_config({"slots": {"health_check": "allow_unchecked"}})
+    assert cfg.slots.health_check == "allow_unchecked"
 
 
 @pytest.mark.parametrize(("data", "message"), [
@@ -39,6 +46,9 @@ def test_shipped_config_files_load() -> None:
     ({"model": "x"}, "model: expected a mapping"),
     ({"model": {"backend": "onnx"}}, "model.backend: must be one of"),
     ({"model": {"name": ""}}, "model.name: expected a non-empty string"),
+    ({"slots": {"health_check": "skip"}},
+     "slots.health_check: must be one of ['require', 'allow_unchecked'], got 'skip'"),
+    ({"slots": {"health_check": False}}, "slots.health_check: must be one of"),
 ])
 def test_every_bad_value_names_its_field(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as err:
