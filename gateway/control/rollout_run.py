@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from core.errors import GatewayError
 from core.logs import get_logger
@@ -302,7 +304,23 @@ def _client(tracking_uri: str) -> MlflowClient:
     from mlflow import MlflowClient
 
     _probe(tracking_uri)
+    quiet_run_links(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+SUPPRESS_RUN_LINKS_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+
+
+def quiet_run_links(tracking_uri: str) -> None:
+    """Stop MLflow printing run links when `tracking_uri` carries credentials.
+
+    Ending a run against a tracking server, MLflow writes "View run ... at: <link>" to stdout,
+    the link built from the tracking URI as given, user and password included; the
+    supervisor's stdout is a Ray log file. MLflow reads the switch at every print, and it is
+    process-wide, so it is set only where there is something to hide."""
+    parts = urlsplit(tracking_uri)
+    if parts.username or parts.password:
+        os.environ[SUPPRESS_RUN_LINKS_ENV] = "true"
 
 
 def _probe(tracking_uri: str) -> None:

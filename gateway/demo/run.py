@@ -32,6 +32,7 @@ from gateway.demo.models import (
     tensor_signature,
     train_mlp,
 )
+from model_registry.errors import redact_uri
 from model_registry.refs import CHALLENGER, CHAMPION, ModelRef
 from model_registry.registry import ModelRegistry
 
@@ -71,8 +72,10 @@ def _use_experiment(registry: ModelRegistry) -> None:
     """Log into an experiment whose artifacts live next to the registry's store."""
     import mlflow
 
+    from gateway.control.rollout_run import quiet_run_links
     from model_registry.experiments import ensure_experiment
 
+    quiet_run_links(registry.tracking_uri)  # run links would print its credentials
     mlflow.set_tracking_uri(registry.tracking_uri)
     mlflow.set_experiment(experiment_id=ensure_experiment(registry.tracking_uri,
                                                           registry.model_name))
@@ -102,7 +105,7 @@ def run_demo(duration_s: float = 60.0, rate: float = 50.0, port: int = 8000) -> 
     token = os.environ.setdefault("GATEWAY_ADMIN_TOKEN", secrets.token_urlsafe(24))
     started = time.monotonic()
     registry = ModelRegistry(MODEL_NAME)
-    _step(f"MLflow registry at {registry.tracking_uri}")
+    _step(f"MLflow registry at {redact_uri(registry.tracking_uri)}")
     champion = register_torch_model(registry, train_mlp(epochs=40, seed=0), "champion MLP")
     faulty = register_pyfunc_model(
         registry, LinearModel(demo_weights(), 0.0, Faults(error_rate=0.25)),

@@ -19,6 +19,7 @@ import httpx
 
 from core.errors import ConfigError
 from core.httppost import PostError, Retry, post_json
+from core.redact import redact_url
 from guards.scorers.base import ScorerError
 
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -62,7 +63,7 @@ class HttpScorer:
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"scorer.url: expected an http(s) URL, got {self.url!r}")
+            raise ConfigError(f"scorer.url: expected an http(s) URL, got {self.display_url!r}")
         if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
             raise ConfigError(f"scorer.timeout_s: must be a positive number, got {self.timeout_s}")
         if not 0 <= self.retries <= _MAX_RETRIES:
@@ -75,6 +76,16 @@ class HttpScorer:
             raise ConfigError(f"scorer.threshold: must be in [0, 1], got {self.threshold}")
         if self.token_env is not None and not os.environ.get(self.token_env):
             raise ConfigError(f"scorer.token_env: environment variable {self.token_env} is unset")
+
+    @property
+    def display_url(self) -> str:
+        """`url` for messages and logs: a password, query values (an API key) and the
+        fragment masked (`core.redact`)."""
+        return redact_url(self.url)
+
+    def __repr__(self) -> str:  # the generated repr would print the URL with its secrets
+        return (f"HttpScorer(url={self.display_url!r}, score_key={self.score_key!r}, "
+                f"token_env={self.token_env!r}, name={self.name!r})")
 
     def score(self, context: str, response: str, question: str | None = None) -> float:
         payload = {"context": context, "response": response, "question": question}
@@ -91,15 +102,17 @@ class HttpScorer:
         try:
             document = json.loads(body)
         except (ValueError, RecursionError) as exc:
-            raise ScorerError(f"{self.name}: POST {self.url} returned invalid JSON: {exc}") from exc
+            raise ScorerError(f"{self.name}: POST {self.display_url} returned invalid JSON: "
+                              f"{exc}") from exc
         return self._extract(document)
 
     def _failure(self, exc: PostError) -> str:
         if exc.kind == "rejected":
-            return f"{self.name}: POST {self.url} answered HTTP {exc.status}"
+            return f"{self.name}: POST {self.display_url} answered HTTP {exc.status}"
         if exc.kind == "failed":
-            return f"{self.name}: POST {self.url} failed: {exc.reason}"
-        return f"{self.name}: POST {self.url} failed after {exc.attempts} attempts: {exc.reason}"
+            return f"{self.name}: POST {self.display_url} failed: {exc.reason}"
+        return (f"{self.name}: POST {self.display_url} failed after {exc.attempts} attempts: "
+                f"{exc.reason}")
 
     def _read(self, reply: httpx.Response, started: float) -> bytes:
         deadline = started + self.timeout_s
@@ -109,7 +122,8 @@ class HttpScorer:
             size += len(chunk)
             if size > self.max_response_bytes:
                 raise ScorerError(
-                    f"{self.name}: POST {self.url} reply exceeds {self.max_response_bytes} bytes"
+                    f"{self.name}: POST {self.display_url} reply exceeds "
+                    f"{self.max_response_bytes} bytes"
                 )
             if time.monotonic() > deadline:
                 # A server trickling bytes must not stretch the attempt past its timeout.
@@ -122,13 +136,13 @@ class HttpScorer:
         for part in self.score_key.split("."):
             if not isinstance(value, dict) or part not in value:
                 raise ScorerError(
-                    f"{self.name}: POST {self.url} reply lacks key {self.score_key!r}"
+                    f"{self.name}: POST {self.display_url} reply lacks key {self.score_key!r}"
                 )
             value = value[part]
         valid = isinstance(value, int | float) and not isinstance(value, bool)
         if not valid or not 0.0 <= value <= 1.0:
             raise ScorerError(
-                f"{self.name}: POST {self.url} key {self.score_key!r} is {value!r}, "
+                f"{self.name}: POST {self.display_url} key {self.score_key!r} is {value!r}, "
                 "expected a number in [0, 1]"
             )
         return float(value)
