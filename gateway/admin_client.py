@@ -63,9 +63,21 @@ def format_status(view: dict[str, Any]) -> str:
         f"challenger weight {table.get('challenger_weight', 0):g}% ({table.get('mode')})",
         f"champion: v{champ.get('version', '-')}   challenger: v{chall.get('version', '-')}",
     ]
-    if view.get("held"):
+    holds = view.get("holds") or []
+    if holds:
+        lines.append(f"HELD ({', '.join(holds)}): the step clock is stopped and resumes when "
+                     "it clears")
+    elif view.get("held"):
         lines.append("HELD: both arms degraded together (a shared incident); the step clock "
                      "is stopped and resumes when it clears")
+    registry = view.get("registry") or {}
+    aliases = registry.get("aliases")
+    if aliases is not None:
+        named = "   ".join(f"{a}: v{v}" for a, v in sorted(aliases.items())) or "none"
+        lines.append(f"registry aliases: {named}")
+    if registry and not registry.get("reachable", True):
+        lines.append(f"REGISTRY UNREACHABLE: {registry.get('error')}")
+    lines.extend(f"note: {n}" for n in registry.get("notes") or [])
     if view.get("reason"):
         lines.append(f"reason: {view['reason']}")
     verdict = view.get("verdict") or {}

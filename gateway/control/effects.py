@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,6 +47,22 @@ def _failing_guard(verdict: Any) -> str | None:
                 None)
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says MLflow could not be reached (worth retrying), by its type or the
+    chain of causes (MLflow wraps connection errors in its own)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        name = type(seen).__name__
+        text = str(seen)
+        if (isinstance(seen, (ConnectionError, TimeoutError))
+                or "Unavailable" in name or "Connection" in name or "Timeout" in name
+                or "Max retries exceeded" in text or "Connection refused" in text
+                or "TEMPORARILY_UNAVAILABLE" in text):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 @contextlib.contextmanager
 def _isolated(what: str) -> Iterator[None]:
     try:
@@ -65,14 +82,22 @@ class EffectRunner:
         self._alerts = AlertDispatcher(make_notifiers(cfg.alerts))
         self._runs: dict[str, RolloutRun] = {}
         self._champion_replicas = cfg.slots.num_replicas
+        # Registry updates that failed (registry unreachable), oldest first.
+        self._pending: list[tuple[ro.RolloutState, ro.RolloutState, ro.Event]] = []
+        self._pending_runs: list[tuple[ro.RolloutState, ro.RolloutState, ro.Event,
+                                       ArmWindow, ArmWindow]] = []
+        self._registry_lock = threading.Lock()
+        self._runs_lock = threading.Lock()
 
     # --- called by the supervisor ----------------------------------------------------------
 
     def record(self, old: ro.RolloutState, new: ro.RolloutState, event: ro.Event,
                table_to: int, table_from: int) -> None:
         """The durable record, right after the routing change: registry, then audit log."""
-        with _isolated(f"registry update for {event.name}"):
-            self._update_registry(old, new, event)
+        with self._registry_lock:
+            # In order: an older decision's deferred writes go first.
+            self._pending.append((old, new, event))
+            self._write_registry()
         with _isolated("audit record"):
             self._audit.append(self._record(old, new, event, table_from, table_to))
 
@@ -85,8 +110,57 @@ class EffectRunner:
         if event.name == "rolled_back" and event.action is Action.ROLLBACK_AND_SCALE:
             with _isolated("scaling the champion"):
                 self._scale_champion(new.champion_slot)
-        with _isolated("MLflow rollout run"):
-            self._track_run(old, new, event, champion, challenger)
+        with self._runs_lock:
+            self._pending_runs.append((old, new, event, champion, challenger))
+            self._log_runs()
+
+    def registry_pending(self) -> int:
+        """How many decisions' registry updates (aliases, verdict tags) wait for the
+        registry to come back."""
+        return len(self._pending)
+
+    def retry_registry(self) -> int:
+        """Write what was deferred while the registry was unreachable, oldest first, until
+        a write fails (the rollout runs' updates too); returns how many registry updates
+        still wait."""
+        with self._registry_lock:
+            self._write_registry()
+        if self._runs_lock.acquire(blocking=False):  # else the effects chain is at it
+            try:
+                self._log_runs()
+            finally:
+                self._runs_lock.release()
+        return self.registry_pending()
+
+    def _write_registry(self) -> None:
+        """Under `_registry_lock`. A failed write stays first in line: the registry is down,
+        and no alias move or verdict tag may be lost or reordered (the supervisor holds the
+        rollout meanwhile)."""
+        while self._pending:
+            old, new, event = self._pending[0]
+            try:
+                self._update_registry(old, new, event)
+            except Exception as exc:
+                log.warning("registry update for %s deferred (%d waiting): %s", event.name,
+                            len(self._pending), exc)
+                return
+            self._pending.pop(0)
+
+    def _log_runs(self) -> None:
+        """Under `_runs_lock`: the rollout-run updates in order until MLflow is unreachable.
+        One that fails for another reason is logged and dropped (it would never succeed)."""
+        while self._pending_runs:
+            old, new, event, champion, challenger = self._pending_runs[0]
+            try:
+                self._track_run(old, new, event, champion, challenger)
+            except Exception as exc:
+                if _unreachable(exc):
+                    log.warning("MLflow unreachable; %d rollout-run update(s) wait: %s",
+                                len(self._pending_runs), exc)
+                    return
+                log.exception("MLflow rollout run for %s failed (the decision stands)",
+                              event.name)
+            self._pending_runs.pop(0)
 
     def audit_manual(self, state: ro.RolloutState, actor: str, reason: str,
                      table_version: int) -> None:
@@ -146,7 +220,8 @@ class EffectRunner:
     def _update_registry(self, old: ro.RolloutState, new: ro.RolloutState,
                          event: ro.Event) -> None:
         reg, actor, reason = self._registry, event.actor, event.reason
-        if event.name in ("rolled_back", "load_failed") and old.challenger is not None:
+        if (event.name in ("rolled_back", "load_failed", "superseded", "aborted")
+                and old.challenger is not None):
             version = old.challenger.version
             if reg.alias_version(CHALLENGER) == version:
                 reg.delete_alias(CHALLENGER, actor=actor, reason=reason)
@@ -216,7 +291,9 @@ class EffectRunner:
         if new.phase in (ro.Phase.PROMOTED, ro.Phase.ROLLED_BACK, ro.Phase.FAILED):
             with tempfile.TemporaryDirectory() as tmp:
                 artifacts = self._drift_report(champion, challenger, Path(tmp))
-                run.finish(new.phase.value, event.reason, event.verdict, artifacts)
+                outcome = event.name if event.name in ("superseded", "aborted") else \
+                    new.phase.value
+                run.finish(outcome, event.reason, event.verdict, artifacts)
             self._runs.pop(rid, None)
 
     @staticmethod

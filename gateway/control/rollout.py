@@ -36,6 +36,14 @@ ACTIVE = frozenset({Phase.LOADING, Phase.SHADOW, Phase.CANARY, Phase.PAUSED})
 JUDGED = frozenset({Phase.SHADOW, Phase.CANARY, Phase.PAUSED})
 
 
+class HoldKind(enum.StrEnum):
+    """Why the step clock is stopped by something that is neither arm's fault (unlike a
+    verdict hold, which the judge asks for when both arms degrade together)."""
+
+    REGISTRY = "registry_unreachable"  # the rollout's state cannot be persisted
+    REPLICA_LOST = "challenger_replica_lost"  # the challenger gets no traffic meanwhile
+
+
 @dataclass(frozen=True)
 class RolloutState:
     phase: Phase = Phase.IDLE
@@ -54,6 +62,11 @@ class RolloutState:
     # Both arms degraded together since then: the step clock is stopped (a shared incident).
     held_since: float | None = None
     loaded_at: float | None = None  # when the challenger passed its health check
+    # Holds by the infrastructure (HoldKind values), and since when the first one is on.
+    holds: tuple[str, ...] = ()
+    holds_since: float | None = None
+    # The "challenger" is a champion set by hand in the registry: promoted once loaded.
+    replaces_champion: bool = False
 
     @property
     def champion(self) -> ModelRef | None:
@@ -76,7 +89,8 @@ class RolloutState:
                 "paused_phase": self.paused_phase.value if self.paused_phase else None,
                 "awaiting_promotion": self.awaiting_promotion, "promoted_at": self.promoted_at,
                 "reason": self.reason, "held_since": self.held_since,
-                "loaded_at": self.loaded_at}
+                "loaded_at": self.loaded_at, "holds": list(self.holds),
+                "holds_since": self.holds_since, "replaces_champion": self.replaces_champion}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RolloutState:
@@ -92,7 +106,10 @@ class RolloutState:
                    paused_phase=Phase(d["paused_phase"]) if d.get("paused_phase") else None,
                    awaiting_promotion=bool(d.get("awaiting_promotion")),
                    promoted_at=d.get("promoted_at"), reason=str(d.get("reason", "")),
-                   held_since=d.get("held_since"), loaded_at=d.get("loaded_at"))
+                   held_since=d.get("held_since"), loaded_at=d.get("loaded_at"),
+                   holds=tuple(str(h) for h in d.get("holds") or ()),
+                   holds_since=d.get("holds_since"),
+                   replaces_champion=bool(d.get("replaces_champion")))
 
 
 @dataclass(frozen=True)
@@ -123,6 +140,10 @@ def initial_state(champion: ModelRef) -> RolloutState:
 
 def routing_for(state: RolloutState, policy: RolloutPolicy) -> tuple[float, Mode]:
     phase = state.paused_phase if state.phase is Phase.PAUSED else state.phase
+    if HoldKind.REPLICA_LOST in state.holds and phase in (Phase.SHADOW, Phase.CANARY):
+        # Its slot is being replaced: requests would only queue for it. It stays assigned,
+        # so Serve's replacement loads the same version.
+        return 0.0, Mode.SPLIT
     if phase is Phase.SHADOW:
         return 0.0, Mode.SHADOW
     if phase is Phase.CANARY:
@@ -141,19 +162,29 @@ def table_for(state: RolloutState, policy: RolloutPolicy, version: int) -> Routi
 # --- transitions ----------------------------------------------------------------------
 
 
-def start(state: RolloutState, challenger: ModelRef, rollout_id: str, now: float) -> Transition:
+def start(state: RolloutState, challenger: ModelRef, rollout_id: str, now: float,
+          replaces_champion: bool = False) -> Transition:
+    """Load `challenger` into the free slot; with `replaces_champion`, it is a champion set
+    by hand in the registry, which takes all traffic once it is loaded (not judged)."""
     if state.phase in ACTIVE:
         raise TransitionError(f"a rollout is already {state.phase.value}")
     models = {**state.slot_models, state.free_slot: challenger}
     new = RolloutState(phase=Phase.LOADING, champion_slot=state.champion_slot,
                        slot_models=models, rollout_id=rollout_id, challenger=challenger,
-                       previous_champion=state.previous_champion, phase_started_at=now)
+                       previous_champion=state.previous_champion, phase_started_at=now,
+                       replaces_champion=replaces_champion)
+    if replaces_champion:
+        return Transition(new, Event("champion_loading", actor="registry", reason=(
+            f"champion alias moved by hand to version {challenger.version}; loading it")))
     return Transition(new, Event("rollout_started",
                                  reason=f"challenger alias set to version {challenger.version}"))
 
 
 def loaded(state: RolloutState, policy: RolloutPolicy, now: float) -> Transition:
     _require(state, Phase.LOADING, "loaded")
+    if state.replaces_champion and state.challenger is not None:
+        return promote(state, now, "registry", f"champion alias moved by hand to version "
+                       f"{state.challenger.version}; it passed its health check")
     phase = Phase.SHADOW if policy.shadow.enabled else Phase.CANARY
     return Transition(replace(state, phase=phase, step=0, phase_started_at=now,
                               step_base_requests=0, loaded_at=now),
@@ -173,8 +204,8 @@ def observe(state: RolloutState, policy: RolloutPolicy, verdict: Verdict,
         return Transition(state)
     if verdict.state is GuardState.FAIL and verdict.action is not None:
         return _breach(state, verdict, now)
-    if state.phase is Phase.PAUSED or state.awaiting_promotion:
-        return Transition(state)
+    if state.phase is Phase.PAUSED or state.awaiting_promotion or state.holds:
+        return Transition(state)  # (an infrastructure hold: no step, no deadline)
     if verdict.hold:
         return _hold(state, verdict, now)
     if state.held_since is not None:
@@ -198,7 +229,8 @@ def observe(state: RolloutState, policy: RolloutPolicy, verdict: Verdict,
 
 def promote(state: RolloutState, now: float, actor: str = "supervisor",
             reason: str = "every step passed") -> Transition:
-    if state.phase not in JUDGED:
+    if state.phase not in JUDGED and not (state.phase is Phase.LOADING
+                                          and state.replaces_champion):
         raise TransitionError(f"nothing to promote in phase {state.phase.value}")
     new = RolloutState(phase=Phase.PROMOTED, champion_slot=state.free_slot,
                        slot_models=dict(state.slot_models), rollout_id=state.rollout_id,
@@ -216,6 +248,51 @@ def rollback(state: RolloutState, now: float, actor: str, reason: str) -> Transi
     if state.phase is Phase.PROMOTED and state.previous_champion is not None:
         return _restore(state, now, actor, reason)
     raise TransitionError(f"nothing to roll back in phase {state.phase.value}")
+
+
+def supersede(state: RolloutState, version: str, now: float) -> Transition:
+    """The challenger alias was moved to `version` during the rollout: end this one (its
+    verdict is `superseded`), so the newer version can start."""
+    if state.phase not in ACTIVE:
+        raise TransitionError(f"nothing to supersede in phase {state.phase.value}")
+    reason = f"challenger alias moved to version {version} during the rollout"
+    return Transition(_end(state, Phase.ROLLED_BACK, reason, now),
+                      Event("superseded", actor="registry", reason=reason,
+                            action=Action.ROLLBACK, alert="medium"))
+
+
+def abort(state: RolloutState, now: float, reason: str, actor: str = "registry") -> Transition:
+    """End the rollout for a reason that is not the challenger's fault (its alias was deleted,
+    the champion was moved by hand): all traffic to the champion, verdict `aborted`."""
+    if state.phase not in ACTIVE:
+        raise TransitionError(f"nothing to abort in phase {state.phase.value}")
+    return Transition(_end(state, Phase.ROLLED_BACK, reason, now),
+                      Event("aborted", actor=actor, reason=reason, action=Action.ROLLBACK,
+                            alert="medium"))
+
+
+def hold_for(state: RolloutState, kind: HoldKind, reason: str, now: float) -> Transition:
+    """Stop the step clock for `kind` (see HoldKind); a no-op when it is on already or no
+    challenger is being judged or loaded."""
+    if state.phase not in ACTIVE or kind in state.holds:
+        return Transition(state)
+    new = replace(state, holds=(*state.holds, kind.value),
+                  holds_since=now if state.holds_since is None else state.holds_since,
+                  reason=reason)
+    return Transition(new, Event("held", reason=reason, alert="medium"))
+
+
+def release_hold(state: RolloutState, kind: HoldKind, reason: str, now: float) -> Transition:
+    """`kind` is over; when it was the last hold, the step clock resumes (the time held does
+    not count towards the step's minimum duration or its deadline)."""
+    if kind not in state.holds:
+        return Transition(state)
+    holds = tuple(h for h in state.holds if h != kind)
+    new = replace(state, holds=holds, reason=reason)
+    if not holds:
+        held = max(now - (state.holds_since or now), 0.0)
+        new = replace(new, holds_since=None, phase_started_at=state.phase_started_at + held)
+    return Transition(new, Event("hold_released", reason=reason))
 
 
 def pause(state: RolloutState, actor: str, reason: str) -> Transition:
@@ -258,7 +335,7 @@ def _end(state: RolloutState, phase: Phase, reason: str, now: float) -> RolloutS
     models = {**state.slot_models, state.free_slot: None}
     return replace(state, phase=phase, slot_models=models, phase_started_at=now,
                    paused_phase=None, awaiting_promotion=False, reason=reason,
-                   held_since=None)
+                   held_since=None, holds=(), holds_since=None, replaces_champion=False)
 
 
 def _step_done(state: RolloutState, policy: RolloutPolicy, requests: int,

@@ -24,6 +24,7 @@ import json
 import logging
 import time
 import uuid
+from collections import Counter
 from dataclasses import replace
 from typing import Any
 
@@ -32,12 +33,14 @@ import ray
 from core.logs import ROOT, get_logger
 from gateway.config import GatewayConfig, parse_config
 from gateway.control import rollout as ro
+from gateway.control.aliases import AliasChange, Change, Seen, describe, reconcile
 from gateway.control.clock import Clock, SystemClock
 from gateway.control.effects import EffectRunner
 from gateway.control.evidence import Evidence
 from gateway.control.feedback import RequestLedger
 from gateway.control.longpoll import TableHost, next_version
 from gateway.control.ports import Effects, RolloutRegistry, Sensors
+from gateway.control.replica_loss import Fault, classify, judge_repeats
 from gateway.control.sensors import ResourceSensor, engine_profiles
 from gateway.control.store import RolloutStore, encode_judge_state
 from gateway.metrics import get_metrics
@@ -45,7 +48,7 @@ from gateway.wire.routing import Mode, RoutingTable
 from guards.context import ResourceReadings
 from guards.verdict import Judge, Verdict, make_judge
 from guards.window import ArmWindow
-from model_registry.refs import CHALLENGER, ModelRef
+from model_registry.refs import CHAMPION, ModelRef
 from model_registry.registry import ModelRegistry
 
 __all__ = ["Supervisor", "get_or_create_supervisor", "get_supervisor", "kill_supervisor"]
@@ -55,7 +58,7 @@ log = get_logger(__name__)
 # Events after which the judge's evidence is saved at once (not only every judge_persist_s).
 PERSIST_EVENTS = frozenset({"step_advanced", "held", "hold_released", "paused", "resumed",
                             "alerted", "awaiting_promotion"})
-ENDS_ROLLOUT = frozenset({"rolled_back", "load_failed", "restored"})
+ENDS_ROLLOUT = frozenset({"rolled_back", "load_failed", "restored", "superseded", "aborted"})
 
 
 class Supervisor:
@@ -96,8 +99,21 @@ class Supervisor:
                                      else None)
         self._verdict: Verdict | None = None
         self._requests = RequestLedger(self._cfg.feedback.capacity, self._cfg.feedback.ttl_s)
-        self._seen_challenger: str | None = None
+        # The registry as last read (every registry_poll_s, one call for all aliases).
+        self._seen = Seen.of(self._state)
+        self._aliases: dict[str, str] | None = None
+        self._aliases_at: float | None = None
+        self._registry_error: str | None = None
+        self._state_unsaved = False
+        # Bumped around each decision's registry writes: a poll that overlapped one is stale.
+        self._epoch = 0
+        self._writing = 0
         self._last_poll = 0.0
+        # Replica deaths in this rollout, by arm, and the replicas known when the
+        # challenger's was lost (a new one reporting healthy ends the hold).
+        self._losses: Counter[str] = Counter()
+        self._lost_actors: set[str] = set()
+        self._replicas_at_loss: set[str] = set()
         self._lock = asyncio.Lock()
         self._effects_chain: asyncio.Future[None] | None = None
         get_metrics().phase(self._state.phase.value)
@@ -252,22 +268,36 @@ class Supervisor:
                                  "actor": event.actor, "reason": event.reason}))
         # Durable before anything else runs: persisted state (a restart resumes exactly
         # here), registry aliases and tags, the audit record.
+        self._epoch += 1
+        self._writing += 1
         try:
-            await asyncio.to_thread(self._store.save_state, new)
-        except Exception:
-            log.exception("could not persist rollout state")
-        if event is None:
-            return
-        if event.name in PERSIST_EVENTS:
-            await self._persist_judge()
-        await asyncio.to_thread(self._effects.record, old, new, event, self._tables.table.version,
-                                before)
+            await self._save_state(new)
+            if event is None:
+                return
+            if event.name in PERSIST_EVENTS:
+                await self._persist_judge()
+            await asyncio.to_thread(self._effects.record, old, new, event,
+                                    self._tables.table.version, before)
+        finally:
+            self._writing -= 1
+            self._epoch += 1
+        if event.name in ENDS_ROLLOUT or event.name == "rollout_started":
+            self._losses.clear()
         # The rest (alerts, seconds of MLflow and report work) runs behind the control loop,
         # one transition after another, so the loop keeps judging and watching meanwhile.
         champion, challenger = self._arm_windows()
         previous = self._effects_chain
         self._effects_chain = asyncio.ensure_future(self._after(
             previous, old, new, event, champion.copy(), challenger.copy(), ends_rollout))
+
+    async def _save_state(self, state: ro.RolloutState) -> None:
+        try:
+            await asyncio.to_thread(self._store.save_state, state)
+            self._state_unsaved = False
+        except Exception as exc:  # the registry is down: saved when it is back
+            self._state_unsaved = True
+            log.warning("could not persist rollout state (saved when the registry is back): "
+                        "%s", exc)
 
     async def _after(self, previous: asyncio.Future[None] | None, old: ro.RolloutState,
                      new: ro.RolloutState, event: ro.Event, champion: ArmWindow,
@@ -313,6 +343,7 @@ class Supervisor:
         if phase is ro.Phase.LOADING:
             await self._check_loading(now)
         elif phase in ro.JUDGED:
+            await self._check_replica_recovery(now)
             await self._judge_now()
             if self._clock.monotonic() - self._last_judge_persist >= \
                     self._cfg.supervisor.judge_persist_s:
@@ -321,17 +352,75 @@ class Supervisor:
             await self._apply(ro.release_old_champion(self._state, self._policy, now))
 
     async def _watch_registry(self) -> None:
-        if self._state.phase in ro.ACTIVE:
-            # A new challenger waits for the current rollout to end: no registry query
-            # (with MLflow on SQL each one costs milliseconds of this actor's CPU).
+        """Read every alias (one registry call) and act on what changed (see
+        `gateway.control.aliases`); an unreachable registry holds the rollout."""
+        epoch, now = self._epoch, self._clock.time()
+        try:
+            aliases = dict(await asyncio.to_thread(self._registry.aliases))
+        except Exception as exc:
+            await self._registry_unreachable(exc, now)
             return
-        version = await asyncio.to_thread(self._registry.alias_version, CHALLENGER)
-        if version is None or version == self._seen_challenger:
+        if not await self._registry_reachable(now):
             return
+        self._aliases, self._aliases_at = aliases, now
+        if epoch != self._epoch or self._writing or self._effects.registry_pending():
+            return  # a decision moved the registry meanwhile: the next poll reads it anew
         state = self._state
-        if state.phase in ro.ACTIVE or (state.champion and version == state.champion.version):
+        if state.champion is not None and aliases.get(CHAMPION) == state.champion.version:
+            self._seen = replace(self._seen, champion=state.champion.version)
+        change = reconcile(state, aliases, self._seen)
+        if change is not None:
+            await self._on_alias_change(change, now)
+
+    async def _registry_unreachable(self, exc: Exception, now: float) -> None:
+        if self._registry_error is None:
+            log.warning("model registry unreachable; the rollout holds: %s", exc)
+        self._registry_error = f"{type(exc).__name__}: {exc}"[:500]
+        async with self._lock:
+            await self._apply(ro.hold_for(
+                self._state, ro.HoldKind.REGISTRY, "model registry unreachable "
+                f"({type(exc).__name__}); the rollout holds until it is back", now))
+
+    async def _registry_reachable(self, now: float) -> bool:
+        """After an outage: write what was deferred, then release the hold. False while
+        writes still fail."""
+        if (self._registry_error is None and not self._state_unsaved
+                and not self._effects.registry_pending()):
+            return True
+        waiting = await asyncio.to_thread(self._effects.retry_registry)
+        if self._state_unsaved:
+            await self._save_state(self._state)
+        if waiting or self._state_unsaved:
+            return False
+        if self._registry_error is not None:
+            log.info("model registry reachable again; the rollout resumes")
+        self._registry_error = None
+        async with self._lock:
+            await self._apply(ro.release_hold(
+                self._state, ro.HoldKind.REGISTRY,
+                "model registry reachable again; the step clock resumed", now))
+        return True
+
+    async def _on_alias_change(self, change: AliasChange, now: float) -> None:
+        log.info("registry: %s", change.reason)
+        if change.change is Change.CHAMPION:
+            self._seen = replace(self._seen, champion=change.version)
+            await self._champion_moved(change, now)
             return
-        self._seen_challenger = version
+        self._seen = replace(self._seen, challenger=change.version)
+        if change.change in (Change.SUPERSEDE, Change.ABORT):
+            async with self._lock:
+                state = self._state
+                if state.phase not in ro.ACTIVE:  # it ended meanwhile
+                    pass
+                elif change.change is Change.SUPERSEDE and change.version is not None:
+                    await self._apply(ro.supersede(state, change.version, now))
+                else:
+                    await self._apply(ro.abort(state, now, change.reason))
+        if change.version is not None and change.change in (Change.START, Change.SUPERSEDE):
+            await self._start_challenger(change.version)
+
+    async def _start_challenger(self, version: str) -> None:
         verdict = await asyncio.to_thread(self._store.verdict, version)
         if verdict is not None:
             log.info("challenger alias points at version %s, already judged (%s); ignoring",
@@ -340,12 +429,48 @@ class Supervisor:
         ref = await asyncio.to_thread(self._registry.get_version, version)
         await self._start(ref)
 
-    async def _start(self, ref: ModelRef) -> None:
+    async def _champion_moved(self, change: AliasChange, now: float) -> None:
+        """The champion alias was moved by hand: serve that version (a running rollout is
+        aborted, unless the new champion is its challenger: then that is promoted)."""
+        version = change.version
+        assert version is not None
         async with self._lock:
+            state = self._state
+            challenger = state.challenger.version if state.challenger else None
+            if state.phase in ro.JUDGED and challenger == version:
+                await self._apply(ro.promote(state, now, "registry",
+                                             f"{change.reason}: the challenger; promoted"))
+                return
+            previous = state.previous_champion
+            if (state.phase is ro.Phase.PROMOTED and previous is not None
+                    and previous.version == version
+                    and state.slot_models.get(state.free_slot) == previous):
+                await self._apply(ro.rollback(state, now, "registry", f"{change.reason}: the "
+                                              "previous champion, still loaded"))
+                return
+            if state.phase in ro.ACTIVE:
+                await self._apply(ro.abort(state, now, f"{change.reason}; the rollout is "
+                                           "aborted"))
+        try:
+            ref = await asyncio.to_thread(self._registry.get_version, version)
+        except Exception as exc:
+            log.error("champion alias points at version %s, which cannot be read: %s",
+                      version, exc)
+            return
+        await self._start(ref, replaces_champion=True)
+
+    async def _start(self, ref: ModelRef, replaces_champion: bool = False) -> None:
+        async with self._lock:
+            if self._state.phase in ro.ACTIVE:
+                log.info("version %s waits: a rollout is %s", ref.version,
+                         self._state.phase.value)
+                return
             self._evidence.clear()
             self._slot_reports.pop(self._state.free_slot, None)
-            rollout_id = f"{ref.name}-v{ref.version}-{uuid.uuid4().hex[:8]}"
-            await self._apply(ro.start(self._state, ref, rollout_id, self._clock.time()))
+            kind = "champion-" if replaces_champion else ""
+            rollout_id = f"{ref.name}-v{ref.version}-{kind}{uuid.uuid4().hex[:8]}"
+            await self._apply(ro.start(self._state, ref, rollout_id, self._clock.time(),
+                                       replaces_champion))
 
     async def _check_loading(self, now: float) -> None:
         state = self._state
@@ -370,8 +495,64 @@ class Supervisor:
         self._ensure_loop()
         self._slot_reports.setdefault(slot, {})[replica_id] = report
         self._sensors.watch_pid(slot, replica_id, report.get("pid"))
-        if self._state.phase is ro.Phase.LOADING and slot == self._state.free_slot:
+        state = self._state
+        if state.phase is ro.Phase.LOADING and slot == state.free_slot:
             await self._check_loading(self._clock.time())
+        elif (ro.HoldKind.REPLICA_LOST in state.holds and slot == state.free_slot
+              and replica_id not in self._replicas_at_loss and report.get("healthy")
+              and state.challenger is not None and report.get("model")
+              and report["model"].get("version") == state.challenger.version):
+            async with self._lock:
+                await self._apply(ro.release_hold(
+                    self._state, ro.HoldKind.REPLICA_LOST, "the challenger's lost replica was "
+                    "replaced and is healthy; its traffic and the step clock resumed",
+                    self._clock.time()))
+
+    async def slot_lost(self, slot: str, version: str, actor_id: str, message: str,
+                        creation_failed: bool = False) -> None:
+        """An ingress replica saw a slot replica die under a call (Ray's `message` says why;
+        each ingress replica reports a death once). The challenger's: an infrastructure
+        loss holds the rollout, challenger at 0%, until Serve's replacement reports healthy
+        (or `rollout.load_timeout_s` passes); a crash of its model rolls it back."""
+        self._ensure_loop()
+        if actor_id and actor_id in self._lost_actors:
+            return  # another ingress replica saw the same death
+        if len(self._lost_actors) > 1024:
+            self._lost_actors.clear()
+        self._lost_actors.add(actor_id)
+        state, now = self._state, self._clock.time()
+        arm = "challenger" if slot == state.free_slot else "champion"
+        self._losses[arm] += 1
+        loss = classify(message, creation_failed)
+        lines = [line for line in message.splitlines() if line.strip()]
+        log.warning(json.dumps({"event": "replica_lost", "slot": slot, "arm": arm,
+                                "version": version, "fault": loss.fault.value,
+                                "cause": loss.cause, "ray": lines[-1][:300] if lines else ""}))
+        if (arm != "challenger" or state.phase not in ro.JUDGED or state.challenger is None
+                or state.challenger.version != version):
+            return  # the champion's: Serve replaces it, the ingress retried the calls
+        loss = judge_repeats(loss, self._losses["challenger"], self._losses["champion"])
+        async with self._lock:
+            if loss.fault is Fault.MODEL:
+                await self._apply(ro.rollback(self._state, now, "supervisor",
+                                              f"challenger replica crashed: {loss.cause}"))
+                return
+            self._replicas_at_loss = set(self._slot_reports.get(slot, {}))
+            await self._apply(ro.hold_for(
+                self._state, ro.HoldKind.REPLICA_LOST, f"challenger replica lost: "
+                f"{loss.cause}; held at 0% while Serve replaces it (not the model's fault)",
+                now))
+
+    async def _check_replica_recovery(self, now: float) -> None:
+        """A lost challenger replica that is not replaced in time ends the rollout."""
+        state = self._state
+        if (ro.HoldKind.REPLICA_LOST not in state.holds or state.holds_since is None
+                or now - state.holds_since <= self._policy.load_timeout_s):
+            return
+        async with self._lock:
+            await self._apply(ro.rollback(
+                self._state, now, "supervisor", "the challenger's lost replica was not replaced "
+                f"within {self._policy.load_timeout_s:g}s (rollout.load_timeout_s)"))
 
     # --- operators ----------------------------------------------------------------------
 
@@ -408,7 +589,15 @@ class Supervisor:
             "steps": [vars(s) for s in self._policy.steps],
             "paused_phase": state.paused_phase.value if state.paused_phase else None,
             "awaiting_promotion": state.awaiting_promotion, "reason": state.reason,
-            "held": state.held_since is not None, "held_since": state.held_since,
+            "held": state.held_since is not None or bool(state.holds),
+            "held_since": state.held_since if state.held_since is not None else state.holds_since,
+            "holds": list(state.holds),
+            "registry": {
+                "aliases": self._aliases, "read_at": self._aliases_at,
+                "reachable": self._registry_error is None, "error": self._registry_error,
+                "pending_writes": self._effects.registry_pending(),
+                "notes": describe(state, self._aliases) if self._aliases is not None else []},
+            "replica_losses": dict(self._losses),
             "judge": ({"looks_judged": self._judge.looks, "tests": self._judge.n_tests,
                        "alpha_per_test": self._judge.alpha_per_test}
                       if self._judge is not None else None),

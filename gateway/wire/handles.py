@@ -34,6 +34,8 @@ class SupervisorHandle(Protocol):
     - `ingest_hallucination(model_version, scores)`: hallucination scores of one version.
     - `feedback(request_id, value)`: "recorded", "unknown" or "expired".
     - `report_slot(slot, replica_id, report)`: a slot replica's health and memory.
+    - `slot_lost(slot, version, actor_id, message, creation_failed)`: a slot replica died
+      under a call (Ray's error text says why).
     - `status()`, `operate(op, actor, reason)`, `set_weights(weight, mode, actor)`: the
       admin API's view and operations (dicts with the table; `operate` may hold `error`).
     """
@@ -44,6 +46,7 @@ class SupervisorHandle(Protocol):
     ingest_hallucination: RemoteMethod[[str, list[float]], None]
     feedback: RemoteMethod[[str, float], str]
     report_slot: RemoteMethod[[str, str, dict[str, Any]], None]
+    slot_lost: RemoteMethod[[str, str, str, str, bool], None]
     status: RemoteMethod[[], dict[str, Any]]
     operate: RemoteMethod[[str, str, str], dict[str, Any]]
     set_weights: RemoteMethod[[float, str, str], dict[str, Any]]

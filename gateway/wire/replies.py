@@ -27,6 +27,9 @@ class CallOutcome(enum.StrEnum):
     SERVER_ERROR = "server_error"
     TIMEOUT = "timeout"
     UNAVAILABLE = "unavailable"  # no model was called (no healthy model, no slot)
+    # The slot's replica died under the call: the supervisor decides whose fault it was
+    # (`gateway.control.replica_loss`); never in a comparison window.
+    REPLICA_LOST = "replica_lost"
 
 
 # The kinds a slot itself may reply with (it cannot time itself out, and OK is an answer).

@@ -29,10 +29,15 @@ class FakeRegistry:
 
     def __init__(self) -> None:
         self.versions: dict[str, ModelRef] = {}
-        self.aliases: dict[str, str] = {}
+        self.alias_map: dict[str, str] = {}
         self.version_tags: dict[str, dict[str, str]] = {}
         self.model_tags: dict[str, str] = {}
         self._lock = threading.Lock()  # the supervisor calls it from worker threads
+        self.down = False  # True: every call fails, as an unreachable MLflow server's do
+
+    def _check_up(self) -> None:
+        if self.down:
+            raise ConnectionError("registry unreachable (test)")
 
     def add(self, version: str) -> ModelRef:
         ref = ModelRef(MODEL, version, f"/models/{version}", run_id=f"run-{version}")
@@ -40,37 +45,50 @@ class FakeRegistry:
         return ref
 
     def alias_version(self, alias: str) -> str | None:
-        return self.aliases.get(alias)
+        self._check_up()
+        return self.alias_map.get(alias)
+
+    def aliases(self) -> dict[str, str]:
+        self._check_up()
+        with self._lock:
+            return dict(self.alias_map)
 
     def set_alias(self, alias: str, version: str | int, *, actor: str = "gateway",
                   reason: str = "") -> str | None:
+        self._check_up()
         with self._lock:
-            previous, self.aliases[alias] = self.aliases.get(alias), str(version)
+            previous, self.alias_map[alias] = self.alias_map.get(alias), str(version)
         return previous
 
     def delete_alias(self, alias: str, *, actor: str = "gateway", reason: str = "",
                      missing_ok: bool = True) -> str | None:
+        self._check_up()
         with self._lock:
-            return self.aliases.pop(alias, None)
+            return self.alias_map.pop(alias, None)
 
     def get_version(self, version: str | int) -> ModelRef:
+        self._check_up()
         return self.versions[str(version)]
 
     def get_version_tags(self, version: str | int) -> dict[str, str]:
+        self._check_up()
         if str(version) not in self.versions:
             raise KeyError(f"no version {version}")
         with self._lock:
             return dict(self.version_tags.get(str(version), {}))
 
     def set_version_tag(self, version: str | int, key: str, value: str) -> None:
+        self._check_up()
         with self._lock:
             self.version_tags.setdefault(str(version), {})[key] = str(value)
 
     def get_model_tags(self) -> dict[str, str]:
+        self._check_up()
         with self._lock:
             return dict(self.model_tags)
 
     def set_model_tag(self, key: str, value: str) -> None:
+        self._check_up()
         with self._lock:
             self.model_tags[key] = str(value)
 
@@ -107,6 +125,12 @@ class FakeEffects:
     def notify_and_track(self, old: ro.RolloutState, new: ro.RolloutState, event: ro.Event,
                          champion: ArmWindow, challenger: ArmWindow) -> None:
         self.notified.append(event.name)
+
+    def registry_pending(self) -> int:
+        return 0
+
+    def retry_registry(self) -> int:
+        return 0
 
     def audit_manual(self, state: ro.RolloutState, actor: str, reason: str,
                      table_version: int) -> None:

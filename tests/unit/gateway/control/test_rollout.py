@@ -192,3 +192,42 @@ def test_hold_survives_persistence() -> None:
     held = ro.observe(canary(), POLICY, HOLD, 50, now=2).state
     again = ro.RolloutState.from_dict(held.to_dict())
     assert again == held and again.loaded_at == 1
+
+
+
+def test_infrastructure_holds_stop_the_step_clock_and_a_lost_replica_gets_no_traffic() -> None:
+    from dataclasses import replace
+
+    from gateway.config import parse_config
+
+    policy = parse_config({"rollout": {"steps": [{"weight": 10.0, "min_requests": 1,
+                                                  "min_duration_s": 0.0}]}}).rollout
+    loading = ro.start(ro.initial_state(ModelRef("m", "1", "/m/1")), ModelRef("m", "2", "/m/2"),
+                       "r", 0.0).state
+    state = replace(loading, phase=ro.Phase.CANARY, phase_started_at=5.0)
+    held = ro.hold_for(state, ro.HoldKind.REPLICA_LOST, "lost", 10.0)
+    assert held.event is not None and held.event.name == "held"
+    assert ro.routing_for(held.state, policy) == (0.0, Mode.SPLIT)
+    both = ro.hold_for(held.state, ro.HoldKind.REGISTRY, "down", 12.0).state
+    assert both.holds == ("challenger_replica_lost", "registry_unreachable")
+    assert ro.hold_for(both, ro.HoldKind.REGISTRY, "again", 13.0).event is None  # on already
+    one = ro.release_hold(both, ro.HoldKind.REPLICA_LOST, "back", 15.0).state
+    assert ro.routing_for(one, policy) == (10.0, Mode.SPLIT)
+    assert one.phase_started_at == 5.0  # still held by the registry
+    free = ro.release_hold(one, ro.HoldKind.REGISTRY, "back", 20.0).state
+    assert free.holds == () and free.holds_since is None
+    assert free.phase_started_at == 15.0  # 10 s held do not count
+    assert ro.RolloutState.from_dict(both.to_dict()) == both
+
+
+def test_supersede_and_abort_end_the_rollout_and_release_the_slot() -> None:
+    loading = ro.start(ro.initial_state(ModelRef("m", "1", "/m/1")), ModelRef("m", "2", "/m/2"),
+                       "r", 0.0).state
+    superseded = ro.supersede(loading, "3", 1.0)
+    assert superseded.event is not None and superseded.event.name == "superseded"
+    assert superseded.state.phase is ro.Phase.ROLLED_BACK
+    assert superseded.state.slot_models["b"] is None
+    aborted = ro.abort(loading, 1.0, "alias deleted")
+    assert aborted.event is not None and aborted.event.name == "aborted"
+    with pytest.raises(ro.TransitionError):
+        ro.abort(aborted.state, 2.0, "again")

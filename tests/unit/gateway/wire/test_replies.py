@@ -63,7 +63,7 @@ def test_the_served_model_is_what_clients_see() -> None:
 
 def test_outcomes_are_the_metric_labels() -> None:
     assert [o.value for o in CallOutcome] == ["ok", "client_error", "server_error", "timeout",
-                                              "unavailable"]
+                                              "unavailable", "replica_lost"]
     assert {("champion", CallOutcome.OK): 1} == {("champion", "ok"): 1}  # counts keys
     assert f"{CallOutcome.TIMEOUT}" == "timeout"
 
