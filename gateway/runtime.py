@@ -9,6 +9,11 @@ from gateway.config import GatewayConfig
 
 # Lower per-request overhead in Serve (fewer threads and log hops); set before Ray starts.
 os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+# Bound and sanitise headers in Serve's proxy, before it echoes x-request-id or buffers a
+# huge header (gateway.serving.http.HeaderGuard). On a cluster, set it where Ray starts.
+PROXY_CALLBACK = ("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH",
+                  "gateway.serving.http.proxy_middlewares")
+os.environ.setdefault(*PROXY_CALLBACK)
 
 
 def init_ray(cfg: GatewayConfig, address: str | None = None, **kwargs: Any) -> Any:

@@ -21,6 +21,9 @@ os.environ["GATEWAY_TEST_PD_KEY"] = "pd-routing-key"  # read by the supervisor's
 os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The proxy's header guard, as `gateway.runtime` sets it (Serve reads it when Ray starts).
+os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH",
+                      "gateway.serving.http.proxy_middlewares")
 
 
 def free_port() -> int:

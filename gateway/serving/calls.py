@@ -4,12 +4,12 @@ OpenAI endpoints (`openai_routes`), so neither module imports the other's intern
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import dataclass
 
 from starlette.requests import Request
 
 from gateway.config import TimeoutsConfig
+from gateway.serving.http import REQUEST_ID_HEADER, new_request_id, valid_request_id
 from gateway.wire.replies import CallOutcome, ServedModel, SlotAnswer, SlotError, SlotReply
 from gateway.wire.routing import Arm, Mode, RoutingTable
 
@@ -96,11 +96,11 @@ def served_version(table: RoutingTable, arm: Arm) -> str:
 
 
 def request_id_of(request: Request) -> str:
-    """The client's `x-request-id` when it is usable, else a fresh one."""
-    given = request.headers.get("x-request-id")
-    if given and len(given) <= 128 and given.isprintable():
-        return given
-    return uuid.uuid4().hex
+    """The client's `x-request-id` when it is valid (`http.REQUEST_ID_PATTERN`: at most 128
+    URL-safe characters), else a generated one: an invalid id is replaced, as Envoy does,
+    never echoed (Serve's proxy echoes the header it passes on; see `http.HeaderGuard`)."""
+    given = request.headers.get(REQUEST_ID_HEADER)
+    return given if given is not None and valid_request_id(given) else new_request_id()
 
 
 def arm_headers(arm: Arm, model: ServedModel) -> dict[str, str]:

@@ -32,13 +32,18 @@ from gateway.serving.feedback import parse_feedback
 from gateway.serving.flushtimer import FlushTimer
 from gateway.serving.http import (
     check_bearer,
+    check_sticky_key,
+    clean_actor,
     error_response,
+    header_problem,
     json_response,
     parse_json_object,
     read_body,
 )
 from gateway.serving.llm.evaluator import EvaluatorPool
+from gateway.serving.lost import LostSlots, describe_loss, is_replica_loss
 from gateway.serving.openai_routes import OpenAIRoutes
+from gateway.serving.openapi import ADMIN_OPS, MAX_REASON, ROUTES, openapi_document
 from gateway.serving.tablewatch import TableWatcher
 from gateway.wire.handles import get_supervisor
 from gateway.wire.replies import CallOutcome, SlotAnswer, SlotError
@@ -51,7 +56,6 @@ Handler = Callable[[Request], Awaitable[Response]]
 # A call's outcome in the comparison window (UNAVAILABLE: no model was called, none judged).
 OUTCOMES = {CallOutcome.OK: Outcome.OK, CallOutcome.CLIENT_ERROR: Outcome.CLIENT_ERROR,
             CallOutcome.SERVER_ERROR: Outcome.SERVER_ERROR, CallOutcome.TIMEOUT: Outcome.TIMEOUT}
-ADMIN_OPS = ("promote", "rollback", "pause", "resume")
 URGENT = frozenset({Outcome.SERVER_ERROR, Outcome.TIMEOUT})
 
 
@@ -96,26 +100,37 @@ class Ingress:
         self._flushed: dict[str, Counter[str]] = {}
         self._served: list[tuple[str, str]] = []  # (request id, model version) for feedback
         self._replica_id = uuid.uuid4().hex[:12]
+        self._lost = LostSlots()
         self._flush_timer = FlushTimer(self._cfg.control.flush_interval_s,
                                        self._cfg.control.urgent_flush_s)
         self._spawn(self._flush_loop())
-        self._routes: dict[tuple[str, str], Handler] = {
+        handlers: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/predict"): self._predict,
             ("POST", "/v1/feedback"): self._feedback,
             ("POST", "/v1/completions"): self._openai.completions,
             ("POST", "/v1/chat/completions"): self._openai.chat,
             ("GET", "/healthz"): self._healthz,
+            ("GET", "/openapi.json"): self._openapi_json,
             ("GET", "/admin/rollout"): self._admin_rollout,
             ("POST", "/admin/weights"): self._admin_weights,
         }
         for op in ADMIN_OPS:
-            self._routes[("POST", f"/admin/rollout/{op}")] = self._admin_op
+            handlers[("POST", f"/admin/rollout/{op}")] = self._admin_op
+        # Served exactly as listed in ROUTES, the list the OpenAPI document describes.
+        self._routes = {route: handlers[route] for route in ROUTES}
 
     async def __call__(self, request: Request) -> Response:
+        # Header bounds first, on every path: Serve's proxy applies none of its own (see
+        # http.HeaderGuard, which refuses the same earlier when installed in the proxy).
+        problem = header_problem(request.headers.raw)
+        if problem is not None:
+            status, header, message = problem
+            return error_response(status, "header_too_large", message, field=header or None)
         handler = self._routes.get((request.method, request.url.path))
         if handler is None:
             return self._no_route(request)
         try:
+            check_sticky_key(request.headers.get(self._sticky_header), self._sticky_header)
             return await handler(request)
         except InputError as exc:
             return error_response(exc.status, "invalid_request", str(exc),
@@ -141,7 +156,11 @@ class Ingress:
         table = self._watcher.current
         key = request.headers.get(self._sticky_header)
         bucket = None if key is None else key_bucket(key)
-        return Route(table, choose_arm(table, key), bucket)
+        arm = choose_arm(table, key)
+        if arm is Arm.CHALLENGER and self._lost.avoid(
+                table.slot_of(arm) or "", served_version(table, arm), time.perf_counter()):
+            arm = Arm.CHAMPION  # its replica was just lost: Serve is replacing it
+        return Route(table, arm, bucket)
 
     async def _predict(self, request: Request) -> Response:
         rid = request_id_of(request)
@@ -178,6 +197,10 @@ class Ingress:
         censor = self.censor(table, bucket) if compared else None
         try:
             call = await self._call(table, Arm.CHAMPION, inputs, method)
+            if call.outcome is CallOutcome.REPLICA_LOST:
+                # Its replica died under it: once more, on another replica (or on the
+                # replacement Serve starts), rather than fail the client.
+                call = await self._call(table, Arm.CHAMPION, inputs, method)
             current = self._watcher.current
             if call.outcome is CallOutcome.UNAVAILABLE and current.version != table.version:
                 # The table changed while this request was in flight (roles flipped): ask the
@@ -228,11 +251,15 @@ class Ingress:
                 reply = await response
         except TimeoutError:
             response.cancel()
-            return ArmCall(None, CallOutcome.TIMEOUT, time.perf_counter() - start,
-                           f"{arm.value} timed out after {timeout:g}s")
+            return self._failed(table, arm, slot, start, CallOutcome.TIMEOUT,
+                                f"{arm.value} timed out after {timeout:g}s")
         except Exception as exc:  # dead replica, actor error, cancelled request
-            return ArmCall(None, CallOutcome.SERVER_ERROR, time.perf_counter() - start,
-                           f"{arm.value} call failed: {type(exc).__name__}: {exc}")
+            if is_replica_loss(exc):
+                self._replica_lost(table, arm, slot, exc)
+                return ArmCall(None, CallOutcome.REPLICA_LOST, time.perf_counter() - start,
+                               f"{arm.value} replica lost: {type(exc).__name__}")
+            return self._failed(table, arm, slot, start, CallOutcome.SERVER_ERROR,
+                                f"{arm.value} call failed: {type(exc).__name__}: {exc}")
         latency = time.perf_counter() - start
         if isinstance(reply, SlotAnswer):
             return ArmCall(reply, CallOutcome.OK, latency)
@@ -240,6 +267,27 @@ class Ingress:
             return ArmCall(reply, reply.kind, latency, reply.message)
         return ArmCall(None, CallOutcome.SERVER_ERROR, latency,  # a slot broke its contract
                        f"{arm.value} replied with a {type(reply).__name__}, not a SlotReply")
+
+    def _failed(self, table: RoutingTable, arm: Arm, slot: str, start: float,
+                outcome: CallOutcome, message: str) -> ArmCall:
+        """A call that got no reply; one the loss of its slot's replica caused (it was queued
+        for the dead replica or its replacement) is not the challenger model's failure."""
+        now = time.perf_counter()
+        if arm is Arm.CHALLENGER and self._lost.excuses(slot, served_version(table, arm),
+                                                        start, now):
+            return ArmCall(None, CallOutcome.REPLICA_LOST, now - start,
+                           f"{message} (its replica was lost)")
+        return ArmCall(None, outcome, now - start, message)
+
+    def _replica_lost(self, table: RoutingTable, arm: Arm, slot: str,
+                      exc: BaseException) -> None:
+        """Route past the slot for a moment, and tell the supervisor (once per replica)."""
+        loss = describe_loss(slot, served_version(table, arm), exc)
+        if self._lost.mark(loss, time.perf_counter()):
+            log.warning("%s slot %s (version %s) lost a replica: %s", arm.value, slot,
+                        loss.version, loss.message.splitlines()[-1][:300])
+            self._sup.slot_lost.remote(loss.slot, loss.version, loss.actor_id, loss.message,
+                                       loss.creation_failed)
 
     async def _shadow(self, table: RoutingTable, inputs: Any, method: str,
                       bucket: int | None = None) -> None:
@@ -342,6 +390,9 @@ class Ingress:
 
     # --- health and admin ------------------------------------------------------------
 
+    async def _openapi_json(self, request: Request) -> Response:
+        return json_response(openapi_document(self._cfg))
+
     async def _healthz(self, request: Request) -> Response:
         table = self._watcher.current
         # Per replica: which table it applies (the rollback benchmark samples this).
@@ -420,8 +471,14 @@ class Ingress:
         reason = parse_json_object(raw).get("reason", "") if raw.strip() else ""
         if not isinstance(reason, str):
             raise InputError("reason: expected a string", field="reason")
-        actor = request.headers.get("x-gateway-actor", "admin-api")[:64]
-        view = await self._sup.operate.remote(op, actor, reason)
+        if len(reason) > MAX_REASON:
+            raise InputError(f"reason: at most {MAX_REASON} characters", field="reason")
+        # Written to the audit trail: printable and bounded (see http.clean_actor).
+        actor = clean_actor(request.headers.get("x-gateway-actor"), "admin-api")
+        try:
+            view = await asyncio.wait_for(self._sup.operate.remote(op, actor, reason), 30.0)
+        except Exception as exc:
+            return _supervisor_unreachable(op, exc)
         if "error" in view:
             return error_response(409, "conflict", f"{op}: {view['error']}")
         await self._watcher.apply(RoutingTable.from_dict(view["table"]))
@@ -433,10 +490,22 @@ class Ingress:
             return denied
         body = parse_json_object(await read_body(request, self._cfg.http.max_body_bytes))
         weight, mode = parse_weight_update(body, self._watcher.current)
-        raw = await self._sup.set_weights.remote(weight, mode.value, "admin-api")
+        try:
+            raw = await asyncio.wait_for(
+                self._sup.set_weights.remote(weight, mode.value, "admin-api"), 30.0)
+        except Exception as exc:
+            return _supervisor_unreachable("weights", exc)
         table = RoutingTable.from_dict(raw)
         await self._watcher.apply(table)
         return json_response(self._local_view(table))
+
+
+def _supervisor_unreachable(what: str, exc: Exception) -> Response:
+    """An admin operation the supervisor could not take (it is restarting, or gone): a 503
+    to retry, not a 500; nothing was changed."""
+    return error_response(503, "unavailable", f"{what}: the supervisor is unreachable "
+                          f"({type(exc).__name__}); nothing was changed, retry later",
+                          headers={"retry-after": "5"})
 
 
 def _observation(call: ArmCall, outcome: Outcome, answer: SlotAnswer | None,

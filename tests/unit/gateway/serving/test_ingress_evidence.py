@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from ray.exceptions import ActorDiedError
 from starlette.requests import Request
 
 from gateway.config import TimeoutsConfig, parse_config
@@ -24,6 +25,7 @@ from gateway.serving.calls import ArmCall, Route, comparison_deadline
 from gateway.serving.ingress import Ingress
 from gateway.serving.llm.generation import GenerationRequest
 from gateway.serving.llm.openai_parse import parse_completion
+from gateway.serving.lost import LostSlots
 from gateway.serving.openai_routes import OpenAIRoutes
 from gateway.wire.replies import (
     CallOutcome,
@@ -104,6 +106,7 @@ class Slot:
     batch_size: int = 1
     error: Any = None  # what the slot replies instead of an answer (a SlotError, or junk)
     calls: int = 0
+    lose: int = 0  # the next `lose` calls fail as if the replica died under them
 
     def remote(self, inputs: Any) -> Response | Stream:
         self.calls += 1
@@ -113,6 +116,9 @@ class Slot:
 
     async def _answer(self, inputs: Any) -> Any:
         await asyncio.sleep(self.delay)
+        if self.lose:
+            self.lose -= 1
+            raise ActorDiedError()
         if self.fail:
             raise RuntimeError("injected failure")
         if self.error is not None:
@@ -124,6 +130,18 @@ class Slot:
                               tokens_in=3, tokens_out=2)
         return SlotAnswer([[1.0]], model, output_summary=1.0, input_summary=0.5,
                           busy_s=self.delay, batch_size=self.batch_size)
+
+
+class Supervisor:
+    """Remembers the replica losses the ingress reports (`slot_lost`)."""
+
+    def __init__(self) -> None:
+        self.lost: list[tuple[str, str]] = []
+        self.slot_lost = self
+
+    def remote(self, slot: str, version: str, actor_id: str, message: str,
+               creation_failed: bool) -> None:
+        self.lost.append((slot, version))
 
 
 @dataclass
@@ -190,6 +208,8 @@ class Probe(Ingress):
         self._evaluator_pool = Pool()  # type: ignore[assignment]
         self._routes = {("POST", "/v1/predict"): self._predict,
                         ("POST", "/v1/completions"): self._openai.completions}
+        self._lost = LostSlots()
+        self._sup = Supervisor()  # type: ignore[assignment]
         self.recorded: list[tuple[str, Observation]] = []
 
     def _record(self, arm: Arm, version: str, observation: Observation) -> None:
@@ -595,3 +615,28 @@ def test_stream_refused_by_the_slot_answers_with_its_status_before_any_event() -
     assert resp.status_code == 400
     assert json.loads(bytes(resp.body))["error"]["message"] == not_text.message
     assert ing._served == []
+
+
+# ---- replicas lost under calls ------------------------------------------------------------
+
+def test_a_challenger_replica_lost_under_a_call_fails_over_and_is_not_judged() -> None:
+    challenger = Slot(CHALLENGER_V, lose=1)
+    everything = table(weight=100.0)
+    ing = Probe(everything, Slot(CHAMPION_V), challenger)
+    assert ing.route(predict_request()).arm is Arm.CHALLENGER
+    arm, call = run(lambda: serve(ing, everything, Arm.CHALLENGER))
+    assert arm is Arm.CHAMPION and call.outcome == "ok" and not call.compared
+    assert ing.window(CHALLENGER_V) == {}  # not the model's failure: the supervisor decides
+    assert ing.counts[("challenger", "replica_lost")] == 1
+    assert ing._sup.lost == [("b", CHALLENGER_V)]  # type: ignore[attr-defined]
+    # for a moment the slot is routed past (Serve is replacing the replica)
+    assert ing.route(predict_request()).arm is Arm.CHAMPION
+
+
+def test_a_champion_replica_lost_under_a_call_is_retried_once() -> None:
+    champion = Slot(CHAMPION_V, lose=1)
+    ing = Probe(table(), champion, Slot(CHALLENGER_V))
+    arm, call = run(lambda: serve(ing, table(), Arm.CHAMPION))
+    assert arm is Arm.CHAMPION and call.outcome == "ok"
+    assert champion.calls == 2
+    assert ing._sup.lost == [("a", CHAMPION_V)]  # type: ignore[attr-defined]
