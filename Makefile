@@ -50,3 +50,13 @@ clean:
 .PHONY: bench-judge-quick
 bench-judge-quick: install
 	$(PY) -m benchmarks.judge_sim --quick --markdown
+
+# Chaos suite: replica, supervisor, MLflow and model faults under load (~15 min on 2 cores).
+.PHONY: bench-chaos
+bench-chaos: install
+	$(PY) -m benchmarks.chaos
+
+# Sustained load near capacity with a mid-run rollback, per-process RSS (~13 min).
+.PHONY: bench-soak
+bench-soak: install
+	$(PY) -m benchmarks.soak --minutes 10

@@ -195,8 +195,14 @@ def test_a_restarted_supervisor_resumes_the_rollout_and_the_judges_evidence() ->
         world.clock.advance(6.0)  # past judge_persist_s: the next tick saves the evidence
         await sup.tick()
         before = await sup.status()
-        saved = decode_judge_state(world.registry.version_tags["2"][f"{JUDGE_TAG}.gw-unit"])
-        assert saved["looks"]["n"] == before["judge"]["looks_judged"] >= 4
+
+        def saved_state() -> dict[str, Any]:
+            return decode_judge_state(world.registry.version_tags["2"][f"{JUDGE_TAG}.gw-unit"])
+
+        # (the control loop, woken by the clock, may be the one saving it, on a worker thread)
+        await eventually(lambda: saved_state()["looks"]["n"] == before["judge"]["looks_judged"])
+        saved = saved_state()
+        assert saved["looks"]["n"] >= 4
         await sup.shutdown()  # the actor dies; Ray builds a new one on the same registry
 
         effects = FakeEffects()
