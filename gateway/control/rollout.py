@@ -154,9 +154,12 @@ def routing_for(state: RolloutState, policy: RolloutPolicy) -> tuple[float, Mode
 def table_for(state: RolloutState, policy: RolloutPolicy, version: int) -> RoutingTable:
     weight, mode = routing_for(state, policy)
     free = state.free_slot
+    lost = (free,) if HoldKind.REPLICA_LOST in state.holds and state.slot_models.get(free) \
+        else ()
     return RoutingTable(version=version, champion_slot=state.champion_slot,
                         challenger_slot=free if state.slot_models.get(free) else None,
-                        challenger_weight=weight, mode=mode, slot_models=dict(state.slot_models))
+                        challenger_weight=weight, mode=mode, slot_models=dict(state.slot_models),
+                        lost_slots=lost)
 
 
 # --- transitions ----------------------------------------------------------------------

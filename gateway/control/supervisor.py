@@ -114,6 +114,8 @@ class Supervisor:
         self._losses: Counter[str] = Counter()
         self._lost_actors: set[str] = set()
         self._replicas_at_loss: set[str] = set()
+        # Slot replicas' actor handles (from their reports), probed every tick for death.
+        self._replica_actors: dict[str, dict[str, Any]] = {}
         self._lock = asyncio.Lock()
         self._effects_chain: asyncio.Future[None] | None = None
         get_metrics().phase(self._state.phase.value)
@@ -343,6 +345,7 @@ class Supervisor:
         if phase is ro.Phase.LOADING:
             await self._check_loading(now)
         elif phase in ro.JUDGED:
+            await self._probe_challenger_replicas()
             await self._check_replica_recovery(now)
             await self._judge_now()
             if self._clock.monotonic() - self._last_judge_persist >= \
@@ -493,6 +496,9 @@ class Supervisor:
     async def report_slot(self, slot: str, replica_id: str, report: dict[str, Any]) -> None:
         """A model-slot replica reports what it has loaded, whether it is healthy, its PID."""
         self._ensure_loop()
+        actor = report.pop("actor", None)
+        if actor is not None:
+            self._replica_actors.setdefault(slot, {})[replica_id] = actor
         self._slot_reports.setdefault(slot, {})[replica_id] = report
         self._sensors.watch_pid(slot, replica_id, report.get("pid"))
         state = self._state
@@ -542,6 +548,29 @@ class Supervisor:
                 self._state, ro.HoldKind.REPLICA_LOST, f"challenger replica lost: "
                 f"{loss.cause}; held at 0% while Serve replaces it (not the model's fault)",
                 now))
+
+    async def _probe_challenger_replicas(self) -> None:
+        """Ask each challenger replica's actor whether it is alive (a no-op call). A dead one
+        fails at once with Ray's reason, also when no request was on it (then Serve just
+        queues the next calls for its replacement, and they would time out against the
+        model); it is handled as an ingress's report of the loss would be."""
+        state = self._state
+        slot = state.free_slot
+        actors = self._replica_actors.get(slot)
+        if not actors or state.challenger is None or ro.HoldKind.REPLICA_LOST in state.holds:
+            return
+        version = state.challenger.version
+        items = list(actors.items())
+        results = await asyncio.gather(
+            *(asyncio.wait_for(_ready(actor), self._cfg.supervisor.tick_s * 4)
+              for _, actor in items), return_exceptions=True)
+        for (replica_id, _), result in zip(items, results, strict=True):
+            if isinstance(result, BaseException) and _is_actor_death(result):
+                actors.pop(replica_id, None)
+                self._slot_reports.get(slot, {}).pop(replica_id, None)
+                await self.slot_lost(slot, version, str(getattr(result, "actor_id", "") or
+                                                        replica_id), str(result),
+                                     bool(getattr(result, "actor_init_failed", False)))
 
     async def _check_replica_recovery(self, now: float) -> None:
         """A lost challenger replica that is not replaced in time ends the rollout."""
@@ -627,6 +656,16 @@ class Supervisor:
             self._loop_task.cancel()
         await asyncio.to_thread(self._effects.close)
         await asyncio.to_thread(self._sensors.close)
+
+
+async def _ready(actor: Any) -> Any:
+    return await actor.__ray_ready__.remote()
+
+
+def _is_actor_death(exc: BaseException) -> bool:
+    from ray.exceptions import RayActorError
+
+    return isinstance(exc, RayActorError)
 
 
 def _log_to_stderr() -> None:

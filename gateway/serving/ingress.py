@@ -82,6 +82,8 @@ class Ingress:
         self._sticky_header = self._cfg.routing.sticky_header.lower()
         self._sup = get_supervisor(self._cfg.control.supervisor_name, self._cfg.control.namespace)
         self._metrics = get_metrics()
+        self._lost = LostSlots()  # before the table watcher: its first table may name one
+        self._lost_in_table: set[str] = set()
         self._openai = OpenAIRoutes(self._cfg, self, stream_handles, self._metrics)
         self._watcher = TableWatcher(self._sup, RoutingTable.from_dict(initial_table),
                                      poll_timeout_s=self._cfg.control.long_poll_timeout_s,
@@ -100,7 +102,6 @@ class Ingress:
         self._flushed: dict[str, Counter[str]] = {}
         self._served: list[tuple[str, str]] = []  # (request id, model version) for feedback
         self._replica_id = uuid.uuid4().hex[:12]
-        self._lost = LostSlots()
         self._flush_timer = FlushTimer(self._cfg.control.flush_interval_s,
                                        self._cfg.control.urgent_flush_s)
         self._spawn(self._flush_loop())
@@ -365,6 +366,11 @@ class Ingress:
 
     async def _on_table(self, table: RoutingTable) -> None:
         self._metrics.table(table.version, table.challenger_weight, table.mode.value)
+        for slot in set(table.lost_slots) - self._lost_in_table:  # newly lost
+            ref = table.slot_models.get(slot)
+            if ref is not None:
+                self._lost.note(slot, ref.version, time.perf_counter())
+        self._lost_in_table = set(table.lost_slots)
         live = {r.version for r in table.slot_models.values() if r is not None}
         for version in [v for v, w in self._windows.items() if v not in live and w.is_empty()]:
             del self._windows[version]  # models no longer served: keep memory bounded

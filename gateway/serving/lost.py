@@ -63,6 +63,10 @@ class LostSlots:
         self._reported.add(key)
         return True
 
+    def note(self, slot: str, version: str, now: float) -> None:
+        """The supervisor's table says the slot's replica was lost (it found out first)."""
+        self._lost[(slot, version)] = now
+
     def avoid(self, slot: str, version: str, now: float) -> bool:
         """Whether to route past the slot now (it was lost a moment ago)."""
         at = self._lost.get((slot, version))

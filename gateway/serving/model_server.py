@@ -162,7 +162,10 @@ class ModelServer:
         profile = memory_profile(self._backend) if self._backend is not None else None
         report = {"healthy": healthy, "model": self._ref.to_dict() if self._ref else None,
                   "error": self._error, "time": time.time(), "pid": os.getpid(),
-                  "memory": asdict(profile) if profile else None}
+                  "memory": asdict(profile) if profile else None,
+                  # so the supervisor notices at once when this replica dies (node lost,
+                  # killed), even with no request on it
+                  "actor": _own_actor()}
         try:
             await self._sup.report_slot.remote(self._slot, self._replica_id, report)
         except Exception as exc:  # the supervisor may be restarting; it re-learns on next load
@@ -260,3 +263,13 @@ def _replica_id() -> str:
         return str(serve.get_replica_context().replica_id.unique_id)
     except Exception:
         return f"pid-{os.getpid()}"
+
+
+def _own_actor() -> Any:
+    """This replica's Ray actor handle (None outside an actor, e.g. in unit tests)."""
+    import ray
+
+    try:
+        return ray.get_runtime_context().current_actor
+    except Exception:  # not in an actor
+        return None

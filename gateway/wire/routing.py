@@ -48,6 +48,9 @@ class RoutingTable:
     mode: Mode
     # What each slot serves (None: the slot is empty). Slots load these immutable versions.
     slot_models: Mapping[str, ModelRef | None] = field(default_factory=dict)
+    # Slots whose replica was lost and is being replaced (held at 0%): a call to one that
+    # fails is the loss's doing, not its model's.
+    lost_slots: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.champion_slot not in SLOTS:
@@ -89,6 +92,7 @@ class RoutingTable:
             "slot_models": {
                 slot: (ref.to_dict() if ref else None) for slot, ref in self.slot_models.items()
             },
+            "lost_slots": list(self.lost_slots),
         }
 
     @classmethod
@@ -101,6 +105,7 @@ class RoutingTable:
             challenger_weight=float(data["challenger_weight"]),
             mode=Mode(data["mode"]),
             slot_models={s: (ModelRef.from_dict(r) if r else None) for s, r in models.items()},
+            lost_slots=tuple(str(s) for s in data.get("lost_slots") or ()),
         )
 
 

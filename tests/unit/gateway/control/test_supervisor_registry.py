@@ -265,3 +265,55 @@ def test_a_breach_rolls_back_while_the_registry_is_down() -> None:
         await sup.shutdown()
 
     run(scenario)
+
+
+class _Method:
+    def __init__(self, actor: _Actor) -> None:
+        self._actor = actor
+
+    def remote(self):  # type: ignore[no-untyped-def]
+        async def ready() -> bool:
+            if self._actor.dead is not None:
+                raise self._actor.dead
+            return True
+
+        return ready()
+
+
+class _Actor:
+    """A slot replica's actor handle: `__ray_ready__` answers until the actor dies."""
+
+    def __init__(self) -> None:
+        self.dead: BaseException | None = None
+        self.__ray_ready__ = _Method(self)
+
+
+def test_a_challenger_replica_that_dies_with_no_request_on_it_is_noticed_by_the_probe() -> None:
+    from ray.exceptions import ActorDiedError
+
+    async def scenario() -> None:
+        world = World(HOLD_10)
+        sup = world.supervisor()
+        world.registry.set_alias(CHALLENGER, "2")
+        await sup.tick()
+        actor = _Actor()
+        await sup.report_slot("b", "replica-1", {**slot_report(world.v2), "actor": actor})
+        status = await sup.status()
+        assert status["phase"] == "canary" and "actor" not in status["slots"]["b"]["replica-1"]
+        world.clock.advance(0.25)
+        await sup.tick()
+        assert (await sup.status())["holds"] == []  # alive
+        actor.dead = ActorDiedError()
+        world.clock.advance(0.25)
+        await sup.tick()
+        status = await sup.status()
+        assert status["holds"] == ["challenger_replica_lost"], status["reason"]
+        assert status["table"]["lost_slots"] == ["b"]
+        assert status["table"]["challenger_weight"] == 0.0
+        await sup.report_slot("b", "replica-2", {**slot_report(world.v2), "actor": _Actor()})
+        status = await sup.status()
+        assert status["holds"] == [] and status["table"]["lost_slots"] == []
+        assert status["table"]["challenger_weight"] == 10.0
+        await sup.shutdown()
+
+    run(scenario)
