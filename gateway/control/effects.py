@@ -13,7 +13,7 @@ import contextlib
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -301,12 +301,32 @@ class EffectRunner:
                       folder: Path) -> dict[str, Path]:
         if champion.is_empty() or challenger.is_empty():
             return {}
-        render: Callable[..., Path]
-        from guards.drift_report import render_drift_report as render
-
+        out = folder / "drift_report.html"
         try:
-            return {"drift_report.html": render(champion, challenger,
-                                                folder / "drift_report.html")}
+            page = _render_drift_html(champion.to_bytes(), challenger.to_bytes())
         except ValueError as exc:  # e.g. no outputs to compare (every call failed)
             log.info("no drift report: %s", exc)
             return {}
+        out.write_text(page, encoding="utf-8")
+        return {"drift_report.html": out}
+
+
+def _render_drift_html(champion: bytes, challenger: bytes) -> str:
+    """The drift report's HTML, rendered in a Ray worker that exits afterwards when Ray is
+    up: evidently and pandas take ~150 MiB once imported, which the long-lived supervisor
+    would otherwise keep for good (its memory stepped up at the first rollout's end)."""
+    import ray
+
+    if not ray.is_initialized():
+        return _render_here(champion, challenger)
+    task = ray.remote(num_cpus=0, max_calls=1)(_render_here)
+    return str(ray.get(task.remote(champion, challenger), timeout=300))
+
+
+def _render_here(champion: bytes, challenger: bytes) -> str:
+    from guards.drift_report import render_drift_report
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = render_drift_report(ArmWindow.from_bytes(champion), ArmWindow.from_bytes(challenger),
+                                   Path(tmp) / "drift_report.html")
+        return path.read_text(encoding="utf-8")

@@ -55,3 +55,28 @@ def test_only_an_unreachable_mlflow_is_worth_retrying() -> None:
     assert _unreachable(wrapped)
     assert not _unreachable(FileNotFoundError("no such artifact"))
     assert not _unreachable(ValueError("bad metric"))
+
+
+def test_the_drift_report_is_rendered_from_the_windows_wire_form_in_a_ray_worker(
+        tmp_path: Path) -> None:
+    """In a Ray worker that exits after (max_calls=1), so evidently's memory does not stay in
+    the supervisor; here from the windows' bytes, as the worker gets them."""
+    import numpy as np
+    import ray
+
+    from guards.window import ArmWindow
+    from tests.unit.guards.helpers import fill
+
+    rng = np.random.default_rng(3)
+    champion, challenger = fill(ArmWindow(), 800, rng), fill(ArmWindow(), 300, rng, out_shift=0.8)
+    mine = not ray.is_initialized()  # (the session's Ray of e2e tests may be up already)
+    if mine:
+        ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+    try:
+        got = EffectRunner._drift_report(champion, challenger, tmp_path)
+    finally:
+        if mine:
+            ray.shutdown()
+    page = got["drift_report.html"].read_text(encoding="utf-8")
+    assert "<html" in page.lower() and "PSI" in page
+    assert EffectRunner._drift_report(ArmWindow(), challenger, tmp_path) == {}
