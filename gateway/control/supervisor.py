@@ -92,6 +92,7 @@ class Supervisor:
             ro.table_for(self._state, self._policy,
                          next_version(first.version, self._clock.time())), self._clock)
         self._loop_task: asyncio.Task[None] | None = None
+        self._instance = uuid.uuid4().hex[:12]  # a restarted actor is another instance
         self._slot_reports: dict[str, dict[str, dict[str, Any]]] = {}
         self._evidence = Evidence()  # per version, since the rollout began
         self._last_judge_persist = 0.0
@@ -128,14 +129,20 @@ class Supervisor:
 
     async def get_table(self) -> dict[str, Any]:
         self._ensure_loop()
-        return self._tables.table.to_dict()
+        return {**self._tables.table.to_dict(), "supervisor": self._instance}
 
-    async def wait_for_table(self, known_version: int, timeout_s: float) -> dict[str, Any] | None:
+    async def wait_for_table(self, known_version: int, timeout_s: float,
+                             known_instance: str | None = None) -> dict[str, Any] | None:
         """Return the table as soon as its version is newer than `known_version`, or None
-        after `timeout_s` (the caller simply asks again)."""
+        after `timeout_s` (the caller simply asks again). A caller that names another
+        supervisor instance (this one restarted) gets the table at once."""
         self._ensure_loop()
+        if known_instance is not None and known_instance != self._instance:
+            return {**self._tables.table.to_dict(), "supervisor": self._instance}
         table = await self._tables.wait_newer(known_version, timeout_s)
-        return None if table is None else table.to_dict()
+        if table is None:
+            return None
+        return {**table.to_dict(), "supervisor": self._instance}
 
     async def _publish(self, table: RoutingTable) -> None:
         t = self._tables.publish(table)

@@ -7,7 +7,7 @@ import dataclasses
 import os
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -56,6 +56,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 # A call's outcome in the comparison window (UNAVAILABLE: no model was called, none judged).
 OUTCOMES = {CallOutcome.OK: Outcome.OK, CallOutcome.CLIENT_ERROR: Outcome.CLIENT_ERROR,
             CallOutcome.SERVER_ERROR: Outcome.SERVER_ERROR, CallOutcome.TIMEOUT: Outcome.TIMEOUT}
+# Served request ids an ingress replica keeps to re-send to a restarted supervisor.
+RESEND_LIMIT = 50_000
 URGENT = frozenset({Outcome.SERVER_ERROR, Outcome.TIMEOUT})
 
 
@@ -87,10 +89,12 @@ class Ingress:
         self._openai = OpenAIRoutes(self._cfg, self, stream_handles, self._metrics)
         self._watcher = TableWatcher(self._sup, RoutingTable.from_dict(initial_table),
                                      poll_timeout_s=self._cfg.control.long_poll_timeout_s,
-                                     on_change=self._on_table)
+                                     on_change=self._on_table,
+                                     on_new_supervisor=self._resend_served)
         try:  # start from the supervisor's current table, not the one baked into the app
-            await self._watcher.apply(RoutingTable.from_dict(
-                await asyncio.wait_for(self._sup.get_table.remote(), 10)))
+            raw = await asyncio.wait_for(self._sup.get_table.remote(), 10)
+            self._watcher.saw_supervisor(raw.get("supervisor"))
+            await self._watcher.apply(RoutingTable.from_dict(raw))
         except Exception as exc:
             log.warning("supervisor not reachable at start (%s); using initial table", exc)
         self._watcher.start()
@@ -101,6 +105,10 @@ class Ingress:
         # Per model version, observations sent to the supervisor so far, by outcome (describe).
         self._flushed: dict[str, Counter[str]] = {}
         self._served: list[tuple[str, str]] = []  # (request id, model version) for feedback
+        # What was served lately, re-sent to a restarted supervisor (whose ledger was in
+        # its memory), so feedback on requests served before the restart is not lost.
+        self._recent: deque[tuple[str, str]] = deque(
+            maxlen=min(self._cfg.feedback.capacity, RESEND_LIMIT))
         self._replica_id = uuid.uuid4().hex[:12]
         self._flush_timer = FlushTimer(self._cfg.control.flush_interval_s,
                                        self._cfg.control.urgent_flush_s)
@@ -331,6 +339,13 @@ class Ingress:
         """`request_id` was answered by `version`: sent with the next flush, so feedback on
         it reaches that version's rollout."""
         self._served.append((request_id, version))
+        self._recent.append((request_id, version))
+
+    def _resend_served(self) -> None:
+        log.warning("the supervisor restarted: re-sending %d served request ids for feedback",
+                    len(self._recent))
+        pending = set(self._served)
+        self._served = [p for p in self._recent if p not in pending] + self._served
 
     def evaluator(self) -> EvaluatorPool:
         """Hallucination scoring actors, started on the first LLM answer with a context."""

@@ -22,11 +22,16 @@ OnChange = Callable[[RoutingTable], Awaitable[None] | None]
 
 class TableWatcher:
     def __init__(self, supervisor: Any, initial: RoutingTable, *, poll_timeout_s: float = 30.0,
-                 on_change: OnChange | None = None) -> None:
+                 on_change: OnChange | None = None,
+                 on_new_supervisor: Callable[[], None] | None = None) -> None:
         self._sup = supervisor
         self.current = initial
         self._poll_timeout_s = poll_timeout_s
         self._on_change = on_change
+        # Called when the supervisor answering is another instance than before (it
+        # restarted and lost what it held in memory).
+        self._on_new_supervisor = on_new_supervisor
+        self.supervisor: str | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -44,7 +49,8 @@ class TableWatcher:
         while True:
             try:
                 raw = await self._sup.wait_for_table.remote(self.current.version,
-                                                            self._poll_timeout_s)
+                                                            self._poll_timeout_s,
+                                                            self.supervisor)
                 backoff = 0.05
             except asyncio.CancelledError:
                 raise
@@ -55,7 +61,17 @@ class TableWatcher:
                 backoff = min(backoff * 2, 2.0)
                 continue
             if raw is not None:
+                self.saw_supervisor(raw.get("supervisor"))
                 await self.apply(RoutingTable.from_dict(raw))
+
+    def saw_supervisor(self, instance: str | None) -> None:
+        """Note which supervisor instance answered; tell the owner when it changed."""
+        if instance is None or instance == self.supervisor:
+            return
+        restarted = self.supervisor is not None
+        self.supervisor = instance
+        if restarted and self._on_new_supervisor is not None:
+            self._on_new_supervisor()
 
     async def apply(self, table: RoutingTable) -> None:
         """Adopt `table` if it is newer than the current one (versions only move forward)."""

@@ -27,7 +27,9 @@ class SupervisorHandle(Protocol):
     `gateway.control.supervisor`), and nothing more.
 
     - `get_table()`: the current RoutingTable, as a dict.
-    - `wait_for_table(known_version, timeout_s)`: a newer table than `known_version`, or
+    - `wait_for_table(known_version, timeout_s, known_instance)`: a newer table than
+      `known_version` (at once when the supervisor is not the instance `known_instance`;
+      its answers carry its instance id as `supervisor`), or
       None when none came within `timeout_s` (the long poll of `TableWatcher`).
     - `ingest(replica_id, deltas, request_ids)`: an ingress replica's window deltas, by model
       version, and the (request id, model version) pairs it served since the last flush.
@@ -41,7 +43,7 @@ class SupervisorHandle(Protocol):
     """
 
     get_table: RemoteMethod[[], dict[str, Any]]
-    wait_for_table: RemoteMethod[[int, float], dict[str, Any] | None]
+    wait_for_table: RemoteMethod[[int, float, str | None], dict[str, Any] | None]
     ingest: RemoteMethod[[str, dict[str, bytes], list[tuple[str, str]]], None]
     ingest_hallucination: RemoteMethod[[str, list[float]], None]
     feedback: RemoteMethod[[str, float], str]

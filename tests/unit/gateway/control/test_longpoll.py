@@ -127,7 +127,34 @@ def test_the_supervisor_long_poll_uses_the_host() -> None:
         await settle()
         assert not waiter.done()
         table = await sup.set_weights(0.0, "shadow")
-        assert await waiter == table and table["version"] > current
+        got = await waiter
+        assert got is not None and got.pop("supervisor")  # which instance answered
+        assert got == table and table["version"] > current
         await sup.shutdown()
 
     run(scenario)
+
+
+def test_a_caller_that_knew_another_supervisor_instance_gets_the_table_at_once() -> None:
+    import asyncio as _asyncio
+
+    from tests.unit.gateway.control.supervisor_fakes import (
+        FakeEffects,
+        FakeRegistry,
+        ManualClock,
+        config,
+        supervisor,
+    )
+
+    async def scenario() -> None:
+        registry = FakeRegistry()
+        sup = supervisor(config([{"weight": 10.0, "min_requests": 10, "min_duration_s": 1.0}]),
+                         registry, FakeEffects(), ManualClock(), registry.add("1"))
+        first = await sup.get_table()
+        instance = first["supervisor"]
+        # (one that knows this instance waits for a newer table, as before: tested above)
+        again = await _asyncio.wait_for(sup.wait_for_table(first["version"], 30.0, "before"), 1)
+        assert again is not None and again["supervisor"] == instance
+        await sup.shutdown()
+
+    _asyncio.run(scenario())

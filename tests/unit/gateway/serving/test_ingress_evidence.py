@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -204,6 +204,7 @@ class Probe(Ingress):
         self._windows = {}
         self._flushed = {}
         self._served = []
+        self._recent = deque(maxlen=1000)
         self._flush_timer = Urges()  # type: ignore[assignment]
         self._evaluator_pool = Pool()  # type: ignore[assignment]
         self._routes = {("POST", "/v1/predict"): self._predict,
