@@ -129,7 +129,7 @@ class Supervisor:
 
     async def get_table(self) -> dict[str, Any]:
         self._ensure_loop()
-        return {**self._tables.table.to_dict(), "supervisor": self._instance}
+        return self._answer(self._tables.table)
 
     async def wait_for_table(self, known_version: int, timeout_s: float,
                              known_instance: str | None = None) -> dict[str, Any] | None:
@@ -138,10 +138,12 @@ class Supervisor:
         supervisor instance (this one restarted) gets the table at once."""
         self._ensure_loop()
         if known_instance is not None and known_instance != self._instance:
-            return {**self._tables.table.to_dict(), "supervisor": self._instance}
+            return self._answer(self._tables.table)
         table = await self._tables.wait_newer(known_version, timeout_s)
-        if table is None:
-            return None
+        return None if table is None else self._answer(table)
+
+    def _answer(self, table: RoutingTable) -> dict[str, Any]:
+        """A table as replicas get it: with this instance's id (a new one means a restart)."""
         return {**table.to_dict(), "supervisor": self._instance}
 
     async def _publish(self, table: RoutingTable) -> None:
@@ -421,12 +423,10 @@ class Supervisor:
         if change.change in (Change.SUPERSEDE, Change.ABORT):
             async with self._lock:
                 state = self._state
-                if state.phase not in ro.ACTIVE:  # it ended meanwhile
-                    pass
-                elif change.change is Change.SUPERSEDE and change.version is not None:
-                    await self._apply(ro.supersede(state, change.version, now))
-                else:
-                    await self._apply(ro.abort(state, now, change.reason))
+                if state.phase in ro.ACTIVE:  # (it may have ended meanwhile)
+                    await self._apply(ro.supersede(state, change.version, now)
+                                      if change.version is not None
+                                      else ro.abort(state, now, change.reason))
         if change.version is not None and change.change in (Change.START, Change.SUPERSEDE):
             await self._start_challenger(change.version)
 
