@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from gateway.config import GatewayConfig, parse_config
+from gateway.control.store import VERDICT_TAG
 from gateway.demo.models import N_FEATURES, Faults, LinearModel, demo_weights
 from gateway.demo.traffic import Answer, Traffic
 from model_registry.refs import CHALLENGER, CHAMPION, ModelRef
@@ -102,6 +103,10 @@ def deployed(ray_serve: str, registry: ModelRegistry, champion: ModelRef,
     cfg = replace(cfg, model=replace(cfg.model, name=registry.model_name))
     registry.set_alias(CHAMPION, champion.version)
     if challenger is not None:
+        # A judged version is never rolled out again: say so now, not after a phase timeout.
+        verdict = registry.get_version_tags(challenger.version).get(VERDICT_TAG)
+        assert verdict is None, (f"challenger v{challenger.version} was already judged "
+                                 f"({verdict}) by an earlier test: register a fresh version")
         registry.set_alias(CHALLENGER, challenger.version)
     else:
         with contextlib.suppress(Exception):

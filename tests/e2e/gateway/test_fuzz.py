@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.demo.run import register_pyfunc_model
 from gateway.serving.openapi import ROUTES
 from model_registry.refs import ModelRef
 from model_registry.registry import ModelRegistry
@@ -23,6 +24,7 @@ from tests.e2e.gateway.harness import (
     deployed,
     describe_replicas,
     gateway_config,
+    linear,
     replica_windows,
 )
 
@@ -39,7 +41,10 @@ ADMIN = ("/admin/",)
 def fuzz_app(ray_serve: str, registry: ModelRegistry,
              models: dict[str, ModelRef]) -> Iterator[Deployed]:
     cfg = replace(gateway_config(weight=50.0), app_name="gw-fuzz")
-    with deployed(ray_serve, registry, models["v1"], models["v2"], cfg) as app:
+    # A challenger of its own: the generated admin calls may promote and roll it back, and a
+    # judged version is never rolled out again (the shared `v2` must stay unjudged).
+    challenger = register_pyfunc_model(registry, linear(scale=1.01), "fuzz challenger")
+    with deployed(ray_serve, registry, models["v1"], challenger, cfg) as app:
         yield app
 
 
