@@ -51,9 +51,9 @@ def build_app(cfg: GatewayConfig, tracking_uri: str | None = None) -> Applicatio
     raw_table = table.to_dict()
     slots = cfg.slots
     slot_opts: dict[str, Any] = {
-        "num_replicas": slots.num_replicas,
+        **slots.replica_options(),
         "max_ongoing_requests": slots.max_ongoing_requests,
-        "ray_actor_options": {"num_cpus": slots.num_cpus, "num_gpus": slots.num_gpus},
+        "ray_actor_options": slots.actor_options(),
         "health_check_timeout_s": slots.health_check_timeout_s,
         "graceful_shutdown_timeout_s": 5,
     }
@@ -62,11 +62,11 @@ def build_app(cfg: GatewayConfig, tracking_uri: str | None = None) -> Applicatio
     slot_b = slot_dep.options(name="slot_b", **slot_opts).bind("b", raw_cfg, uri, raw_table)
     ing = cfg.ingress
     ingress = cast(Deployment, serve.deployment(Ingress)).options(
-        name="ingress", num_replicas=ing.num_replicas,
+        name="ingress", **ing.replica_options(),
         max_ongoing_requests=ing.max_ongoing_requests,
         # The admin token is read from the replica's environment (inherited from the process
         # that started Ray), never passed in the deployment config the dashboard shows.
-        ray_actor_options={"num_cpus": ing.num_cpus},
+        ray_actor_options=ing.actor_options(),
     )
     return ingress.bind(raw_cfg, slot_a, slot_b, raw_table)
 

@@ -47,12 +47,76 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class AutoscalingConfig:
+    """Serve's `autoscaling_config` for one deployment (its `num_replicas` is then unused).
+
+    The names and meanings are Serve's own; the defaults are Serve's except the delays,
+    which are shorter upwards (a rollout shifts load within seconds)."""
+
+    # At least 1 (Serve allows 0): the ingress holds the routing table and a slot's champion
+    # must always answer; a cold start would be a client-visible outage.
+    min_replicas: int = bounded(1, ge=1)
+    max_replicas: int = bounded(4, ge=1)
+    initial_replicas: int | None = None
+    target_ongoing_requests: float = bounded(2.0, gt=0.0)
+    upscale_delay_s: float = bounded(10.0, ge=0.0)
+    downscale_delay_s: float = bounded(600.0, ge=0.0)
+    look_back_period_s: float = bounded(30.0, gt=0.0)
+
+    def __post_init__(self) -> None:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"autoscaling: min_replicas ({self.min_replicas}) > "
+                             f"max_replicas ({self.max_replicas})")
+        if self.initial_replicas is not None and not (
+                self.min_replicas <= self.initial_replicas <= self.max_replicas):
+            raise ValueError(f"autoscaling: initial_replicas ({self.initial_replicas}) must "
+                             f"lie in [min_replicas, max_replicas]")
+
+    def to_serve(self) -> dict[str, Any]:
+        """The mapping Serve's `autoscaling_config` deployment option takes."""
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
 class DeploymentResources:
     num_replicas: int = bounded(1, ge=1)
     # Fractional CPUs: on a 2-core machine whole CPUs per replica would never schedule.
     num_cpus: float = bounded(0.25, ge=0.0)
     num_gpus: float = bounded(0.0, ge=0.0)
     max_ongoing_requests: int = bounded(256, ge=1)
+    # Custom Ray resources each replica needs, e.g. {"gpu_node": 0.01} to place it on nodes
+    # started with `--resources '{"gpu_node": 1}'` (or a KubeRay group's rayStartParams).
+    resources: Mapping[str, float] = field(default_factory=dict)
+    # Serve autoscaling instead of a fixed num_replicas.
+    autoscaling: AutoscalingConfig | None = None
+
+    def __post_init__(self) -> None:
+        for name, amount in self.resources.items():
+            if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
+                raise ValueError(f"resources.{name}: must be a number >= 0, got {amount!r}")
+            if name in ("CPU", "GPU", "memory"):
+                raise ValueError(f"resources.{name}: use num_cpus/num_gpus, not resources")
+
+    def actor_options(self) -> dict[str, Any]:
+        """Serve's `ray_actor_options` for one replica."""
+        opts: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.resources:
+            opts["resources"] = dict(self.resources)
+        return opts
+
+    def replica_options(self) -> dict[str, Any]:
+        """Serve's replica-count options: fixed, or autoscaling."""
+        if self.autoscaling is None:
+            return {"num_replicas": self.num_replicas}
+        return {"autoscaling_config": self.autoscaling.to_serve()}
+
+    def min_replicas(self) -> int:
+        """The fewest replicas the deployment runs (its count at start, when fixed)."""
+        return self.num_replicas if self.autoscaling is None else self.autoscaling.min_replicas
+
+    def max_replicas(self) -> int | None:
+        """The most replicas the supervisor may ask for (None: no bound but the cluster)."""
+        return None if self.autoscaling is None else self.autoscaling.max_replicas
 
 
 @dataclass(frozen=True)

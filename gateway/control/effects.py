@@ -22,9 +22,10 @@ from gateway.config import GatewayConfig
 from gateway.control import rollout as ro
 from gateway.control.alerts import Alert, AlertDispatcher, make_notifiers
 from gateway.control.audit import AuditLog, AuditRecord
+from gateway.control.capacity import CapacityKeeper, ReplicaScaler
 from gateway.control.ports import RolloutRegistry
 from gateway.control.rollout_run import RolloutRun
-from gateway.control.scaling import scale_deployment, slot_deployment
+from gateway.control.scaling import ServeScaler
 from gateway.control.store import VERDICT_TAG
 from gateway.metrics import get_metrics
 from guards.context import ResourceReadings
@@ -74,14 +75,17 @@ def _isolated(what: str) -> Iterator[None]:
 class EffectRunner:
     """Carries out what the supervisor decided, in the order it asks (see its module doc)."""
 
-    def __init__(self, cfg: GatewayConfig, registry: RolloutRegistry, tracking_uri: str) -> None:
+    def __init__(self, cfg: GatewayConfig, registry: RolloutRegistry, tracking_uri: str,
+                 scaler: ReplicaScaler | None = None) -> None:
         self._cfg = cfg
         self._registry = registry
         self._tracking_uri = tracking_uri
         self._audit = AuditLog(cfg.supervisor.audit_path)
         self._alerts = AlertDispatcher(make_notifiers(cfg.alerts))
         self._runs: dict[str, RolloutRun] = {}
-        self._champion_replicas = cfg.slots.num_replicas
+        self._capacity = CapacityKeeper(scaler or ServeScaler(cfg.app_name), cfg.slots,
+                                        wait_s=cfg.slots.health_check_timeout_s)
+        self._handovers: list[threading.Thread] = []
         # Registry updates that failed (registry unreachable), oldest first.
         self._pending: list[tuple[ro.RolloutState, ro.RolloutState, ro.Event]] = []
         self._pending_runs: list[tuple[ro.RolloutState, ro.RolloutState, ro.Event,
@@ -107,9 +111,8 @@ class EffectRunner:
         if event.alert:
             with _isolated("alert"):
                 self._alerts.dispatch(self._alert(old, new, event))
-        if event.name == "rolled_back" and event.action is Action.ROLLBACK_AND_SCALE:
-            with _isolated("scaling the champion"):
-                self._scale_champion(new.champion_slot)
+        if event.name in ("rolled_back", "restored"):
+            self._keep_capacity(new, scale_up=event.action is Action.ROLLBACK_AND_SCALE)
         with self._runs_lock:
             self._pending_runs.append((old, new, event, champion, challenger))
             self._log_runs()
@@ -211,11 +214,25 @@ class EffectRunner:
 
     # --- pieces ----------------------------------------------------------------------------
 
-    def _scale_champion(self, slot: str) -> None:
-        """One more champion replica: it now takes all traffic (and the breach that
-        asked for scaling was about capacity, e.g. memory)."""
-        self._champion_replicas = max(self._champion_replicas, self._cfg.slots.num_replicas) + 1
-        scale_deployment(self._cfg.app_name, slot_deployment(slot), self._champion_replicas)
+    def _keep_capacity(self, new: ro.RolloutState, scale_up: bool) -> None:
+        """The champion (back on all traffic) gets the capacity it needs, in a thread of its
+        own: waiting for its new replicas must not hold up the alerts and runs behind it."""
+        if self._cfg.slots.autoscaling is None and not scale_up:
+            return  # fixed counts: the champion is sized for all the traffic already
+
+        def handover() -> None:
+            with _isolated("keeping the champion's capacity"):
+                self._capacity.after_rollback(new.champion_slot, new.free_slot, scale_up)
+
+        thread = threading.Thread(target=handover, name="capacity-handover", daemon=True)
+        self._handovers = [t for t in self._handovers if t.is_alive()] + [thread]
+        thread.start()
+
+    def wait_handovers(self, timeout_s: float) -> None:
+        """For tests and shutdown: the capacity handovers started so far are done."""
+        deadline = time.monotonic() + timeout_s
+        for thread in list(self._handovers):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _update_registry(self, old: ro.RolloutState, new: ro.RolloutState,
                          event: ro.Event) -> None:

@@ -49,6 +49,17 @@ def test_health_checks_are_required_unless_allowed_off() -> None:
     ({"slots": {"health_check": "skip"}},
      "slots.health_check: must be one of ['require', 'allow_unchecked'], got 'skip'"),
     ({"slots": {"health_check": False}}, "slots.health_check: must be one of"),
+    ({"slots": {"autoscaling": {"min_replicas": 0}}},
+     "slots.autoscaling.min_replicas: must be >= 1"),
+    ({"ingress": {"autoscaling": {"min_replicas": 3, "max_replicas": 2}}},
+     "ingress.autoscaling: autoscaling: min_replicas (3) > max_replicas (2)"),
+    ({"slots": {"autoscaling": {"initial_replicas": 9}}}, "initial_replicas (9) must lie"),
+    ({"slots": {"autoscaling": {"target_ongoing_requests": 0}}},
+     "slots.autoscaling.target_ongoing_requests: must be > 0.0"),
+    ({"slots": {"autoscaling": {"max_replica": 2}}},
+     "slots.autoscaling.max_replica: unknown setting"),
+    ({"slots": {"resources": {"gpu_node": -1}}}, "resources.gpu_node: must be a number >= 0"),
+    ({"slots": {"resources": {"GPU": 1}}}, "resources.GPU: use num_cpus/num_gpus"),
 ])
 def test_every_bad_value_names_its_field(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -77,3 +88,24 @@ def test_admin_refuses_to_start_without_a_token(monkeypatch: pytest.MonkeyPatch)
     assert local.admin_token() is None
     monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "s3cret")
     assert GatewayConfig().admin_token() == "s3cret"
+
+
+def test_autoscaling_and_resources_become_serve_options() -> None:
+    from ray.serve.config import AutoscalingConfig
+
+    cfg = parse_config({
+        "slots": {"resources": {"gpu_node": 0.01}, "num_gpus": 0.5,
+                  "autoscaling": {"min_replicas": 2, "max_replicas": 5,
+                                  "upscale_delay_s": 1.0}},
+        "ingress": {"num_replicas": 3}})
+    slots = cfg.slots.replica_options()
+    assert "num_replicas" not in slots  # Serve refuses both at once
+    serve_cfg = AutoscalingConfig(**slots["autoscaling_config"])  # Serve's own validation
+    assert (serve_cfg.min_replicas, serve_cfg.max_replicas, serve_cfg.upscale_delay_s) == (
+        2, 5, 1.0)
+    assert cfg.slots.actor_options() == {"num_cpus": 0.25, "num_gpus": 0.5,
+                                         "resources": {"gpu_node": 0.01}}
+    assert (cfg.slots.min_replicas(), cfg.slots.max_replicas()) == (2, 5)
+    assert cfg.ingress.replica_options() == {"num_replicas": 3}
+    assert cfg.ingress.actor_options() == {"num_cpus": 0.25, "num_gpus": 0.0}
+    assert (cfg.ingress.min_replicas(), cfg.ingress.max_replicas()) == (3, None)

@@ -1,0 +1,90 @@
+"""Serve autoscaling from gateway.yaml, and the champion's capacity kept through a rollback:
+the champion slot takes the challenger's replica count before the challenger's replicas are
+released, with Serve's own upscale delay far too long to have done it."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from gateway.control.scaling import ServeScaler
+from gateway.demo.models import Faults
+from model_registry.refs import ModelRef
+from model_registry.registry import ModelRegistry
+from tests.e2e.gateway.harness import deployed, wait_for
+from tests.e2e.gateway.rollout_helpers import (
+    HOLD_50,
+    Sink,
+    Traffic,
+    finished,
+    judged_config,
+    register,
+    start_rollout,
+)
+
+pytestmark = pytest.mark.slow
+
+SLOW_AUTOSCALER = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 50,
+                   "upscale_delay_s": 600, "downscale_delay_s": 600}
+
+
+def _details(app_name: str) -> dict[str, Any]:
+    import ray
+
+    from gateway.control.scaling import _controller
+
+    details = ray.get(_controller().get_serve_instance_details.remote(), timeout=10)
+    return dict(details["applications"][app_name]["deployments"])
+
+
+def test_autoscaling_settings_take_effect_and_the_champion_keeps_its_capacity(
+        ray_serve: str, registry: ModelRegistry, models: dict[str, ModelRef],
+        sink: Sink) -> None:
+    bad = register(registry, Faults(error_rate=1.0), what="raises, for the capacity test")
+    cfg = judged_config("gw-autoscale", sink, HOLD_50, triggers=[{"guard": "error_rate"}],
+                        slots={"autoscaling": SLOW_AUTOSCALER},
+                        ingress={"autoscaling": {"min_replicas": 1, "max_replicas": 2,
+                                                 "target_ongoing_requests": 8}})
+    scaler = ServeScaler(cfg.app_name)
+    with deployed(ray_serve, registry, models["v1"], None, cfg) as app, \
+            Traffic(app.url, rate=30) as traffic:
+        deployments = _details(cfg.app_name)
+        for name, expected in (("slot_a", SLOW_AUTOSCALER), ("slot_b", SLOW_AUTOSCALER),
+                               ("ingress", {"max_replicas": 2,
+                                            "target_ongoing_requests": 8})):
+            applied = deployments[name]["deployment_config"]["autoscaling_config"]
+            assert applied is not None, name
+            for key, value in expected.items():
+                assert applied[key] == value, (name, key, applied)
+        # The free slot grows to 2 replicas (as if the challenger had been autoscaled up
+        # under its share of the traffic); the champion has 1.
+        scaler.scale("b", 2)
+        wait_for(lambda: scaler.running("b") == 2, 60, "two replicas in the free slot")
+        assert scaler.running("a") == 1 and scaler.target("b") == 2  # Serve kept our count
+
+        samples: list[tuple[int, int]] = []  # (champion running, freed slot's target)
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(Exception):  # a missed sample is fine
+                    samples.append((scaler.running("a"), scaler.target("b")))
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        start_rollout(app, bad)
+        status = finished(app, bad.version)
+        assert status["phase"] == "rolled_back", status
+        sampler.start()
+        wait_for(lambda: scaler.running("a") == 3, 90, "the champion at 1 + 2 replicas")
+        wait_for(lambda: scaler.target("b") == 1, 30, "the freed slot released")
+        stop.set()
+        sampler.join(5)
+    assert traffic.statuses() == {200: len(traffic.answers)}, traffic.statuses()
+    # Never released before the champion ran its new replicas.
+    released = [running for running, target_b in samples if target_b == 1]
+    assert released and min(released) == 3, samples
