@@ -28,6 +28,13 @@ class RequestLedger:
             self._seen.move_to_end(rid)
         while len(self._seen) > self._capacity:
             self._seen.popitem(last=False)
+        # Ids expired for another whole ttl are forgotten (oldest first; they then answer
+        # "unknown"), so the memory held is bounded by traffic x ttl, not only by capacity.
+        while self._seen:
+            oldest = next(iter(self._seen.values()))
+            if now - oldest[1] <= 2 * self._ttl_s:
+                break
+            self._seen.popitem(last=False)
 
     def lookup(self, request_id: str, now: float) -> tuple[FeedbackStatus, str | None]:
         """("ok", the version that served it), or ("unknown" | "expired", None)."""
