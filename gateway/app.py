@@ -82,7 +82,8 @@ def build(args: dict[str, Any]) -> Application:
 
 def deploy(cfg: GatewayConfig, tracking_uri: str | None = None) -> None:
     """Start Serve's HTTP proxy on the configured address and run the gateway app on it."""
-    serve.start(http_options={"host": cfg.http.host, "port": cfg.http.port})
+    serve.start(proxy_location=cfg.http.proxy_location,
+                http_options={"host": cfg.http.host, "port": cfg.http.port})
     # external_scaler_enabled: the supervisor may add champion replicas (rollback_and_scale).
     serve.run(build_app(cfg, tracking_uri), name=cfg.app_name, route_prefix="/",
               external_scaler_enabled=True)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
 from core.errors import GatewayError
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -25,6 +30,9 @@ def _serve(args: argparse.Namespace) -> int:
     deploy(cfg, args.tracking_uri)
     print_urls(cfg)
     print("serving; press Ctrl-C to stop", flush=True)
+    # A container runtime stops us with SIGTERM: leave like Ctrl-C (the app keeps running in
+    # the cluster; this process only deployed it).
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             time.sleep(3600)

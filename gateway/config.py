@@ -44,6 +44,9 @@ class HttpConfig:
     port: int = bounded(8000, ge=1, le=65535)
     max_body_bytes: int = bounded(1_048_576, ge=64)
     max_batch: int = bounded(1024, ge=1)
+    # Serve's proxies: one on every node (a load balancer in front spreads clients), or
+    # the head's only. Applied when `gateway serve` starts Serve.
+    proxy_location: Literal["EveryNode", "HeadOnly"] = "EveryNode"
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ class DeploymentResources:
     resources: Mapping[str, float] = field(default_factory=dict)
     # Serve autoscaling instead of a fixed num_replicas.
     autoscaling: AutoscalingConfig | None = None
+    # Serve's max_replicas_per_node: e.g. 1 spreads replicas so a lost node takes one.
+    max_replicas_per_node: int | None = None
 
     def __post_init__(self) -> None:
         for name, amount in self.resources.items():
@@ -96,6 +101,9 @@ class DeploymentResources:
                 raise ValueError(f"resources.{name}: must be a number >= 0, got {amount!r}")
             if name in ("CPU", "GPU", "memory"):
                 raise ValueError(f"resources.{name}: use num_cpus/num_gpus, not resources")
+        if self.max_replicas_per_node is not None and self.max_replicas_per_node < 1:
+            raise ValueError(f"max_replicas_per_node: must be >= 1, got "
+                             f"{self.max_replicas_per_node}")
 
     def actor_options(self) -> dict[str, Any]:
         """Serve's `ray_actor_options` for one replica."""
@@ -106,9 +114,11 @@ class DeploymentResources:
 
     def replica_options(self) -> dict[str, Any]:
         """Serve's replica-count options: fixed, or autoscaling."""
-        if self.autoscaling is None:
-            return {"num_replicas": self.num_replicas}
-        return {"autoscaling_config": self.autoscaling.to_serve()}
+        out: dict[str, Any] = ({"num_replicas": self.num_replicas} if self.autoscaling is None
+                               else {"autoscaling_config": self.autoscaling.to_serve()})
+        if self.max_replicas_per_node is not None:
+            out["max_replicas_per_node"] = self.max_replicas_per_node
+        return out
 
     def min_replicas(self) -> int:
         """The fewest replicas the deployment runs (its count at start, when fixed)."""
@@ -155,6 +165,9 @@ class ControlConfig:
     # `urgent_flush_s` of a failed challenger call (errors are what must roll back fastest).
     flush_interval_s: float = bounded(0.25, gt=0.0)
     urgent_flush_s: float = bounded(0.05, gt=0.0)
+    # head: the supervisor actor runs on the Ray head node, which lives as long as the
+    # cluster (worker nodes come and go: autoscaling, spot, node failures); any: anywhere.
+    supervisor_placement: Literal["head", "any"] = "head"
 
 
 @dataclass(frozen=True)

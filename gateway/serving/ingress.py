@@ -11,6 +11,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import ray
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -454,7 +455,9 @@ class Ingress:
         """This replica's view, for `DeploymentHandle.broadcast("describe")` (benchmarks,
         debugging): which table it applies and what it has counted."""
         table = self._watcher.current
-        return {"replica": self._replica_id, "pid": os.getpid(), "table_version": table.version,
+        return {"replica": self._replica_id, "pid": os.getpid(),
+                "node_id": ray.get_runtime_context().get_node_id(),
+                "table_version": table.version,
                 "challenger_weight": table.challenger_weight, "mode": table.mode.value,
                 "counts": self._replica_counts(), "windows": self._window_counts(),
                 "evaluator": (dataclasses.asdict(self._evaluator_pool.stats())

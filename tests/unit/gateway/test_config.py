@@ -60,6 +60,9 @@ def test_health_checks_are_required_unless_allowed_off() -> None:
      "slots.autoscaling.max_replica: unknown setting"),
     ({"slots": {"resources": {"gpu_node": -1}}}, "resources.gpu_node: must be a number >= 0"),
     ({"slots": {"resources": {"GPU": 1}}}, "resources.GPU: use num_cpus/num_gpus"),
+    ({"ingress": {"max_replicas_per_node": 0}}, "max_replicas_per_node: must be >= 1"),
+    ({"control": {"supervisor_placement": "worker"}},
+     "control.supervisor_placement: must be one of ['head', 'any']"),
 ])
 def test_every_bad_value_names_its_field(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -107,5 +110,7 @@ def test_autoscaling_and_resources_become_serve_options() -> None:
                                          "resources": {"gpu_node": 0.01}}
     assert (cfg.slots.min_replicas(), cfg.slots.max_replicas()) == (2, 5)
     assert cfg.ingress.replica_options() == {"num_replicas": 3}
+    spread = parse_config({"ingress": {"max_replicas_per_node": 1}}).ingress
+    assert spread.replica_options() == {"num_replicas": 1, "max_replicas_per_node": 1}
     assert cfg.ingress.actor_options() == {"num_cpus": 0.25, "num_gpus": 0.0}
     assert (cfg.ingress.min_replicas(), cfg.ingress.max_replicas()) == (3, None)
