@@ -35,6 +35,7 @@ from gateway.config import GatewayConfig, parse_config
 from gateway.control import rollout as ro
 from gateway.control.aliases import AliasChange, Change, Seen, describe, reconcile
 from gateway.control.clock import Clock, SystemClock
+from gateway.control.coalesce import Coalesced
 from gateway.control.effects import EffectRunner
 from gateway.control.evidence import Evidence
 from gateway.control.feedback import RequestLedger
@@ -118,6 +119,7 @@ class Supervisor:
         # Slot replicas' actor handles (from their reports), probed every tick for death.
         self._replica_actors: dict[str, dict[str, Any]] = {}
         self._lock = asyncio.Lock()
+        self._looks = Coalesced(self._judge_now)  # ingests' judge passes (`_judge_soon`)
         self._effects_chain: asyncio.Future[None] | None = None
         get_metrics().phase(self._state.phase.value)
 
@@ -159,13 +161,15 @@ class Supervisor:
 
     async def ingest(self, replica_id: str, deltas: dict[str, bytes],
                      request_ids: list[tuple[str, str]] | None = None) -> None:
-        """Window deltas keyed by model version, flushed by an ingress replica."""
+        """Window deltas keyed by model version, flushed by an ingress replica. Returns once
+        a judge pass has looked at them: passes are coalesced (`_judge_soon`), so under load
+        judging costs a pass per pass's duration, not one per flush."""
         self._ensure_loop()
         for version, blob in deltas.items():
             self._evidence.add(version, ArmWindow.from_bytes(blob))
         self._requests.remember(request_ids or [], self._clock.time())
         if self._state.phase in ro.JUDGED:
-            await self._judge_now()
+            await self._judge_soon()
 
     async def ingest_hallucination(self, model_version: str, scores: list[float]) -> None:
         """Hallucination scores of sampled answers, from the evaluator actors."""
@@ -174,7 +178,7 @@ class Supervisor:
         delta.record_hallucination_batch(scores)
         self._evidence.add(model_version, delta)
         if self._state.phase in ro.JUDGED:
-            await self._judge_now()
+            await self._judge_soon()
 
     async def feedback(self, request_id: str, value: float) -> str:
         """Attribute a business outcome to the model that served `request_id`:
@@ -230,7 +234,14 @@ class Supervisor:
     def _arm_windows(self) -> tuple[ArmWindow, ArmWindow]:
         return self._evidence.arms(self._state.champion, self._state.challenger)
 
+    async def _judge_soon(self) -> None:
+        """A judge pass over everything merged so far: the next one to start, shared by every
+        caller until it starts; it starts as soon as the running one (if any) ends. A lone
+        flush is judged at once; flushes that arrive during a pass share one look."""
+        await self._looks()
+
     async def _judge_now(self) -> None:
+        """One judge pass (one look), now; passes never overlap."""
         async with self._lock:
             if self._state.phase not in ro.JUDGED:
                 return
@@ -491,7 +502,7 @@ class Supervisor:
         async with self._lock:
             if failed:
                 await self._apply(ro.load_failed(state, str(failed[0].get("error")), now))
-            elif len([r for r in reports if r.get("healthy")]) >= self._cfg.slots.num_replicas:
+            elif len([r for r in reports if r.get("healthy")]) >= self._cfg.slots.min_replicas():
                 self._evidence.clear()
                 self._judge = self._new_judge()
                 await self._apply(ro.loaded(state, self._policy, now))
@@ -685,6 +696,9 @@ def _log_to_stderr() -> None:
         root.addHandler(handler)
 
 
+HEAD_RESOURCE = "node:__internal_head__"
+
+
 def get_or_create_supervisor(cfg: GatewayConfig, tracking_uri: str,
                              initial_table: RoutingTable) -> Any:
     """The one supervisor actor of a gateway app: created if missing, else reused. Ray
@@ -692,10 +706,13 @@ def get_or_create_supervisor(cfg: GatewayConfig, tracking_uri: str,
     import dataclasses
 
     actor_cls = ray.remote(Supervisor)
+    # Every Ray head node has this resource; a sliver of it pins the actor there.
+    placement = ({"resources": {HEAD_RESOURCE: 0.001}}
+                 if cfg.control.supervisor_placement == "head" else {})
     return actor_cls.options(
         name=cfg.control.supervisor_name, namespace=cfg.control.namespace,
         lifetime="detached", get_if_exists=True, num_cpus=0, max_restarts=-1,
-        max_task_retries=-1, max_concurrency=10_000,
+        max_task_retries=-1, max_concurrency=10_000, **placement,
     ).remote(dataclasses.asdict(cfg), tracking_uri, initial_table.to_dict())
 
 
