@@ -28,7 +28,8 @@ typecheck: install
 # Two workers, one local Ray instance each; a test file stays on one worker (its module
 # fixtures deploy apps), and the slow e2e files are split so the workers finish together.
 test: lint typecheck
-	$(PY) -m pytest -q -p no:warnings -n 2 --dist loadfile -m "not judge_sim and not chaos"
+	$(PY) -m pytest -q -p no:warnings -n 2 --dist loadfile -m "not judge_sim and not chaos and not cluster"
+	$(MAKE) --no-print-directory test-cluster
 	$(PY) -m pytest -q -p no:warnings -m judge_sim
 
 unit: install
@@ -57,6 +58,13 @@ bench-judge-quick: install
 test-chaos: install
 	$(PY) -m pytest -q -p no:warnings -m chaos tests/e2e/gateway/test_chaos.py
 
+# A real three-node Ray cluster on this machine (head + two workers standing in for GPU
+# nodes): gateway serve --address, serve deploy, a worker node killed mid-rollout (~4 min;
+# alone, after the main suite: its three raylets would crowd the workers' Ray instances).
+.PHONY: test-cluster
+test-cluster: install
+	$(PY) -m pytest -q -p no:warnings -m cluster tests/e2e/cluster
+
 # Chaos suite: replica, supervisor, MLflow and model faults under load (~15 min on 2 cores).
 .PHONY: bench-chaos
 bench-chaos: install
@@ -66,3 +74,16 @@ bench-chaos: install
 .PHONY: bench-soak
 bench-soak: install
 	$(PY) -m benchmarks.soak --minutes 10
+
+# The supervisor's requests to a real MLflow tracking server on PostgreSQL 15 (initdb, pg_ctl
+# on PATH): idle, one promoted and one rolled-back rollout, by kind (~5 min).
+.PHONY: bench-registry
+bench-registry: install
+	$(PY) -m benchmarks.registry_traffic
+
+# How far one supervisor carries: flushes merged and judged per second and table fan-out with
+# 10..1000 simulated ingress replicas, judging per ingest / coalesced / per-node aggregated,
+# against Ray's own floor (~10 min on 2 cores).
+.PHONY: bench-control-plane
+bench-control-plane: install
+	$(PY) -m benchmarks.control_plane
