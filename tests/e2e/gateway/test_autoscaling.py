@@ -4,8 +4,6 @@ released, with Serve's own upscale delay far too long to have done it."""
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 from typing import Any
 
@@ -66,25 +64,21 @@ def test_autoscaling_settings_take_effect_and_the_champion_keeps_its_capacity(
         wait_for(lambda: scaler.running("b") == 2, 60, "two replicas in the free slot")
         assert scaler.running("a") == 1 and scaler.target("b") == 2  # Serve kept our count
 
-        samples: list[tuple[int, int]] = []  # (champion running, freed slot's target)
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                with contextlib.suppress(Exception):  # a missed sample is fine
-                    samples.append((scaler.running("a"), scaler.target("b")))
-                time.sleep(0.2)
-
-        sampler = threading.Thread(target=sample, daemon=True)
         start_rollout(app, bad)
         status = finished(app, bad.version)
         assert status["phase"] == "rolled_back", status
-        sampler.start()
-        wait_for(lambda: scaler.running("a") == 3, 90, "the champion at 1 + 2 replicas")
-        wait_for(lambda: scaler.target("b") == 1, 30, "the freed slot released")
-        stop.set()
-        sampler.join(5)
+        # One read of Serve's state per sample (both slots at the same instant), until the
+        # freed slot is released.
+        samples: list[tuple[int, int]] = []  # (champion replicas running, freed slot's target)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            deployments = _details(cfg.app_name)
+            running_a = sum(1 for r in deployments["slot_a"]["replicas"]
+                            if r["state"] == "RUNNING")
+            samples.append((running_a, int(deployments["slot_b"]["target_num_replicas"])))
+            if samples[-1][1] == 1:
+                break
+            time.sleep(0.2)
     assert traffic.statuses() == {200: len(traffic.answers)}, traffic.statuses()
-    # Never released before the champion ran its new replicas.
-    released = [running for running, target_b in samples if target_b == 1]
-    assert released and min(released) == 3, samples
+    # Released, and not before the champion ran its 1 + 2 replicas.
+    assert samples[-1] == (3, 1), samples
