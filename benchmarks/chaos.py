@@ -627,14 +627,9 @@ class MlflowServer:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        from benchmarks.procs import stop_process_group
+
+        stop_process_group(proc, grace_s=30.0)
 
 
 def case_mlflow_down(env: Env, server: MlflowServer, down_s: float = 25.0) -> CaseResult:

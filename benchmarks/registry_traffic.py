@@ -30,7 +30,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -56,6 +55,7 @@ from benchmarks.common import (
     rounded,
     wait_for,
 )
+from benchmarks.procs import mlflow_server
 
 # A short policy, so that one whole rollout fits in a couple of minutes at ~20 req/s (2 req/s
 # reach the challenger at 10%); everything else is configs/gateway.yaml as shipped.
@@ -381,64 +381,6 @@ def _pg(cmd: list[str], opts: dict[str, Any], check: bool = True) -> None:
                            f"{(proc.stderr or proc.stdout)[-2000:]}")
 
 
-def _group_alive(pgid: int) -> bool:
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if fields[0] != "Z" and int(fields[2]) == pgid:
-                return True
-    return False
-
-
-def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
-    """SIGTERM the process group `proc` leads, SIGKILL whatever outlives `grace_s`."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and (proc.poll() is None or _group_alive(proc.pid)):
-            time.sleep(0.1)
-        if proc.poll() is not None and not _group_alive(proc.pid):
-            break
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-
-
-@contextlib.contextmanager
-def mlflow_server(backend_uri: str, root: Path, start_timeout_s: float = 180.0,
-                  ) -> Iterator[str]:
-    """A real `mlflow server` on a free loopback port (artifacts served from `root`); yields
-    its URI; its whole process group is stopped on exit."""
-    import httpx
-
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1", "--backend-store-uri", backend_uri, "--serve-artifacts",
-           "--artifacts-destination", str(root / "artifacts")]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # GenAI job runner: not needed
-    log_path = root / "mlflow-server.log"
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, env=env,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + start_timeout_s
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not come up (rc {proc.returncode}):\n"
-                                   f"{log_path.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{uri}/health", timeout=1.0, trust_env=False).status_code == 200:
-                    break
-            time.sleep(0.3)
-        yield uri
-    finally:
-        stop_group(proc)
-
-
 @contextlib.contextmanager
 def backend_store(kind: str, root: Path) -> Iterator[tuple[str, str]]:
     if kind == "postgresql":
@@ -543,7 +485,7 @@ def run(s: Settings, command: str) -> dict[str, Any]:
     rollouts: list[dict[str, Any]] = []
     try:
         with backend_store(s.backend, root) as (backend_uri, backend), \
-                mlflow_server(backend_uri, root) as server_uri, \
+                mlflow_server(root, backend_uri) as server_uri, \
                 CountingProxy(server_uri) as proxy:
             log(f"{backend} behind mlflow server {server_uri}; counting proxy {proxy.uri}")
             # The driver's own calls go to the server directly: not counted.

@@ -11,7 +11,6 @@ share one port.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,21 +18,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.procs import group_alive, stop_process_group
+
 NODE_START_TIMEOUT_S = 90.0
 NODE_STOP_TIMEOUT_S = 30.0
 REPO = Path(__file__).resolve().parents[3]
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a non-zombie process is left in process group `pgid` (Linux /proc)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
-    return False
 
 
 @dataclass
@@ -52,20 +41,8 @@ class Node:
         """`sig` to the node's whole process group, then SIGKILL to what outlives the grace
         period; returns when none of its processes is left."""
         self.stopped = True
-        pgid = self.proc.pid  # start_new_session: `ray start` leads its own group
-        for s in (sig, signal.SIGKILL):
-            try:
-                os.killpg(pgid, s)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + NODE_STOP_TIMEOUT_S
-            while time.monotonic() < deadline and (self.proc.poll() is None
-                                                   or _group_alive(pgid)):
-                time.sleep(0.2)
-            if self.proc.poll() is not None and not _group_alive(pgid):
-                break
-        self.proc.wait(timeout=NODE_STOP_TIMEOUT_S)
-        assert not _group_alive(pgid), f"processes of node {self.name} left in group {pgid}"
+        gone = stop_process_group(self.proc, first=sig, grace_s=NODE_STOP_TIMEOUT_S)
+        assert gone, f"processes of node {self.name} left in group {self.proc.pid}"
 
 
 class RayCluster:
@@ -171,5 +148,5 @@ class RayCluster:
 
         ray.shutdown()
         for node in reversed(self.nodes):
-            if node.alive() or _group_alive(node.proc.pid):
+            if node.alive() or group_alive(node.proc.pid):
                 node.stop()

@@ -30,6 +30,7 @@ import httpx
 import pytest
 import yaml
 
+from benchmarks.procs import mlflow_server, stop_process_group
 from gateway.demo.models import N_FEATURES, Faults
 from gateway.demo.run import register_pyfunc_model
 from model_registry.refs import CHALLENGER, CHAMPION, ModelRef
@@ -37,7 +38,6 @@ from model_registry.registry import ModelRegistry
 from tests.conftest import ADMIN_TOKEN, free_port
 from tests.e2e.cluster.raycluster import REPO, RayCluster
 from tests.e2e.gateway.harness import _HandleLoop, linear, wait_for
-from tests.integration.model_registry.conftest import _wait_healthy, stop_process_group
 
 # Minutes, not seconds: the module's cluster starts in the first test's setup.
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.timeout(900)]
@@ -58,22 +58,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def mlflow_uri(root: Path) -> Iterator[str]:
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "2", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-           "--serve-artifacts", "--artifacts-destination", str(root / "artifacts")]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    log = root / "mlflow-server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, env=env,
-                                start_new_session=True)
-    try:
-        _wait_healthy(uri, proc, log)
+    with mlflow_server(root, f"sqlite:///{root}/mlflow.db", workers=2) as uri:
         yield uri
-    finally:
-        stop_process_group(proc)
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +260,8 @@ def test_gateway_serve_on_three_nodes_rolls_back_on_every_ingress_replica(
         assert proc.poll() is None, log.read_text()[-3000:]
         REPORT["gateway_serve_deploy_s"] = round(time.monotonic() - t0, 1)
     finally:
-        stop_process_group(proc)  # the app stays: Serve runs it in the cluster
+        # The app stays: Serve runs it in the cluster.
+        assert stop_process_group(proc), "gateway serve processes left"
 
     workers = {n.name: n for n in cluster.nodes}
     gpu_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]

@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -34,6 +31,7 @@ from typing import Any
 import httpx
 import pytest
 
+from benchmarks.procs import mlflow_server as running_mlflow_server
 from gateway import metrics as gm
 from gateway.demo.models import Faults
 from gateway.demo.run import register_pyfunc_model
@@ -126,33 +124,8 @@ def mlflow_server() -> Iterator[tuple[str, Path]]:
     """A real `mlflow server` (no auth of its own: it ignores the Basic credentials the
     client derives from the URI); yields (credentialed tracking URI, its data folder)."""
     root = Path(tempfile.mkdtemp(prefix="gw-secrets-mlflow-"))
-    port = _free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1", "--backend-store-uri", f"sqlite:///{root}/db.sqlite",
-           "--serve-artifacts", "--artifacts-destination", str(root / "artifacts")]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    with (root / "server.log").open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, env=env,
-                                start_new_session=True)
-    try:
-        wait_for(lambda: proc.poll() is None and _healthy(f"http://127.0.0.1:{port}"), 120,
-                 "mlflow server")
-        yield f"http://gw:{SECRETS['mlflow password']}@127.0.0.1:{port}", root
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
+    with running_mlflow_server(root, f"sqlite:///{root}/db.sqlite", start_timeout_s=120) as uri:
+        yield uri.replace("http://", f"http://gw:{SECRETS['mlflow password']}@", 1), root
 
 
 def _config(app_name: str) -> Any:

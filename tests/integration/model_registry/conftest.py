@@ -7,24 +7,19 @@ registered-model name, so tests sharing one store stay independent.
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from benchmarks.procs import mlflow_server as running_mlflow_server
 from model_registry.connectivity import FAST_FAIL_ENV
 from model_registry.registry import ModelRegistry
 from model_registry.testing import LoggedModelInfo, log_linear_model
 
 SERVER_START_TIMEOUT_S = 120.0
-SERVER_STOP_TIMEOUT_S = 15.0
 
 
 def free_port() -> int:
@@ -73,72 +68,12 @@ def restore_mlflow_http_env() -> Iterator[None]:
             os.environ[key] = value
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether any non-zombie process is left in process group `pgid` (Linux /proc)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
-    return False
-
-
-def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the whole group the server leads, SIGKILL what outlives the grace period."""
-    pgid = proc.pid  # start_new_session=True: the server leads its own group
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + SERVER_STOP_TIMEOUT_S
-        while time.monotonic() < deadline and (proc.poll() is None or _group_alive(pgid)):
-            time.sleep(0.1)
-        if proc.poll() is not None and not _group_alive(pgid):
-            break
-    proc.wait(timeout=SERVER_STOP_TIMEOUT_S)
-    assert not _group_alive(pgid), f"mlflow server processes left in group {pgid}"
-
-
-def _wait_healthy(uri: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n"
-                               f"{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{uri}/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"mlflow server not healthy after {SERVER_START_TIMEOUT_S} s:\n"
-                       f"{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(
     tmp_path_factory: pytest.TempPathFactory, restore_mlflow_http_env: None
 ) -> Iterator[tuple[str, Path]]:
     """A real `mlflow server` on a free local port: (tracking URI, its artifacts directory)."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    artifacts = root / "artifacts"
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1", "--backend-store-uri", f"sqlite:///{root}/db.sqlite",
-           "--serve-artifacts", "--artifacts-destination", str(artifacts)]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    # The job runner (huey workers) is for GenAI jobs; without it the server starts faster.
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    log = root / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, env=env,
-                                start_new_session=True)
-    try:
-        _wait_healthy(uri, proc, log)
-        yield uri, artifacts
-    finally:
-        stop_process_group(proc)
+    with running_mlflow_server(root, f"sqlite:///{root}/db.sqlite",
+                          start_timeout_s=SERVER_START_TIMEOUT_S) as uri:
+        yield uri, root / "artifacts"
