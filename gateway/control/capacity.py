@@ -22,17 +22,21 @@ from typing import Protocol
 from core.logs import get_logger
 from gateway.config import SlotsConfig
 
-__all__ = ["CapacityKeeper", "Handover", "ReplicaScaler", "plan_handover"]
+__all__ = ["CapacityKeeper", "Handover", "ReplicaCount", "ReplicaScaler", "plan_handover"]
 
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplicaCount:
+    running: int  # replicas serving now
+    target: int  # replicas the deployment is asked for
 
 
 class ReplicaScaler(Protocol):
     """Reads and sets a slot deployment's replica count (Serve's controller in production)."""
 
-    def running(self, slot: str) -> int: ...
-
-    def target(self, slot: str) -> int: ...
+    def count(self, slot: str) -> ReplicaCount: ...
 
     def scale(self, slot: str, replicas: int) -> None: ...
 
@@ -78,8 +82,9 @@ class CapacityKeeper:
         self._monotonic = monotonic
 
     def after_rollback(self, champion_slot: str, freed_slot: str, scale_up: bool) -> Handover:
-        champion = max(self._scaler.running(champion_slot), self._scaler.target(champion_slot))
-        challenger = max(self._scaler.running(freed_slot), self._scaler.target(freed_slot))
+        # Replicas starting count too: they were asked for and will take their share.
+        champion, challenger = (max(c.running, c.target) for c in (
+            self._scaler.count(champion_slot), self._scaler.count(freed_slot)))
         plan = plan_handover(champion, challenger, self._slots, scale_up)
         if plan.champion_target is not None:
             self._scaler.scale(champion_slot, plan.champion_target)
@@ -96,7 +101,7 @@ class CapacityKeeper:
     def _wait_running(self, slot: str, replicas: int) -> bool:
         deadline = self._monotonic() + self._wait_s
         while True:
-            running = self._scaler.running(slot)
+            running = self._scaler.count(slot).running
             if running >= replicas:
                 return True
             if self._monotonic() >= deadline:

@@ -85,7 +85,6 @@ class EffectRunner:
         self._runs: dict[str, RolloutRun] = {}
         self._capacity = CapacityKeeper(scaler or ServeScaler(cfg.app_name), cfg.slots,
                                         wait_s=cfg.slots.health_check_timeout_s)
-        self._handovers: list[threading.Thread] = []
         # Registry updates that failed (registry unreachable), oldest first.
         self._pending: list[tuple[ro.RolloutState, ro.RolloutState, ro.Event]] = []
         self._pending_runs: list[tuple[ro.RolloutState, ro.RolloutState, ro.Event,
@@ -224,15 +223,7 @@ class EffectRunner:
             with _isolated("keeping the champion's capacity"):
                 self._capacity.after_rollback(new.champion_slot, new.free_slot, scale_up)
 
-        thread = threading.Thread(target=handover, name="capacity-handover", daemon=True)
-        self._handovers = [t for t in self._handovers if t.is_alive()] + [thread]
-        thread.start()
-
-    def wait_handovers(self, timeout_s: float) -> None:
-        """For tests and shutdown: the capacity handovers started so far are done."""
-        deadline = time.monotonic() + timeout_s
-        for thread in list(self._handovers):
-            thread.join(max(0.0, deadline - time.monotonic()))
+        threading.Thread(target=handover, name="capacity-handover", daemon=True).start()
 
     def _update_registry(self, old: ro.RolloutState, new: ro.RolloutState,
                          event: ro.Event) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import ray
 
 from core.logs import get_logger
+from gateway.control.capacity import ReplicaCount
 
 __all__ = ["ServeScaler", "scale_deployment", "slot_deployment"]
 
@@ -48,18 +49,15 @@ class ServeScaler:
         self._app = app_name
         self._timeout_s = timeout_s
 
-    def _deployment(self, slot: str) -> dict[str, Any]:
+    def count(self, slot: str) -> ReplicaCount:
+        """Both figures from one read of Serve's state (it is the whole instance's)."""
         details = ray.get(_controller().get_serve_instance_details.remote(),
                           timeout=self._timeout_s)
         app = details.get("applications", {}).get(self._app) or {}
-        return dict(app.get("deployments", {}).get(slot_deployment(slot)) or {})
-
-    def running(self, slot: str) -> int:
-        replicas = self._deployment(slot).get("replicas") or []
-        return sum(1 for r in replicas if r.get("state") == "RUNNING")
-
-    def target(self, slot: str) -> int:
-        return int(self._deployment(slot).get("target_num_replicas") or 0)
+        deployment = app.get("deployments", {}).get(slot_deployment(slot)) or {}
+        replicas = deployment.get("replicas") or []
+        return ReplicaCount(running=sum(1 for r in replicas if r.get("state") == "RUNNING"),
+                            target=int(deployment.get("target_num_replicas") or 0))
 
     def scale(self, slot: str, replicas: int) -> None:
         scale_deployment(self._app, slot_deployment(slot), replicas, self._timeout_s)

@@ -61,8 +61,9 @@ def test_autoscaling_settings_take_effect_and_the_champion_keeps_its_capacity(
         # The free slot grows to 2 replicas (as if the challenger had been autoscaled up
         # under its share of the traffic); the champion has 1.
         scaler.scale("b", 2)
-        wait_for(lambda: scaler.running("b") == 2, 60, "two replicas in the free slot")
-        assert scaler.running("a") == 1 and scaler.target("b") == 2  # Serve kept our count
+        wait_for(lambda: scaler.count("b").running == 2, 60, "two replicas in the free slot")
+        # Serve kept our count.
+        assert scaler.count("a").running == 1 and scaler.count("b").target == 2
 
         start_rollout(app, bad)
         status = finished(app, bad.version)

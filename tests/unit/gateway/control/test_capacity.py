@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import parse_config
-from gateway.control.capacity import CapacityKeeper, Handover, plan_handover
+from gateway.control.capacity import CapacityKeeper, Handover, ReplicaCount, plan_handover
 
 
 def slots(autoscaling: dict[str, object] | None = None, num_replicas: int = 1) -> object:
@@ -44,16 +44,13 @@ class FakeScaler:
         self.start_polls = start_polls
         self.calls: list[tuple[str, str, int]] = []
 
-    def running(self, slot: str) -> int:
+    def count(self, slot: str) -> ReplicaCount:
         if self.runs[slot] < self.targets[slot]:
             self.start_polls -= 1
             if self.start_polls <= 0:
                 self.runs[slot] = self.targets[slot]
         self.calls.append(("running", slot, self.runs[slot]))
-        return self.runs[slot]
-
-    def target(self, slot: str) -> int:
-        return self.targets[slot]
+        return ReplicaCount(self.runs[slot], self.targets[slot])
 
     def scale(self, slot: str, replicas: int) -> None:
         self.calls.append(("scale", slot, replicas))
