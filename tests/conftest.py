@@ -26,6 +26,25 @@ os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH",
                       "gateway.serving.http.proxy_middlewares")
 
 
+def _own_direct_ingress_ports() -> None:
+    """A port range of its own for each xdist worker's Ray instance. Each Serve controller
+    hands its replicas' direct-ingress HTTP and gRPC ports out of the same default ranges
+    (30000-31000, 40000-41000) knowing nothing of the other instance: one instance's replica
+    took a port the other had just freed while the other's routers still called it there, and
+    requests crossed between the two test workers' apps (404s, the wrong model's answers)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    width = 100
+    for protocol, base in (("HTTP", 30000), ("GRPC", 40000)):
+        low = base + index * width
+        os.environ.setdefault(f"RAY_SERVE_DIRECT_INGRESS_MIN_{protocol}_PORT", str(low))
+        os.environ.setdefault(f"RAY_SERVE_DIRECT_INGRESS_MAX_{protocol}_PORT",
+                              str(low + width - 1))
+
+
+_own_direct_ingress_ports()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

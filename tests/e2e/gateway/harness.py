@@ -55,14 +55,23 @@ def gateway_config(overrides: dict[str, Any] | None = None, *, weight: float = 3
     return parse_config(base)
 
 
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "") -> Any:
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "",
+             detail: Callable[[], Any] | None = None) -> Any:
+    """`predicate()`'s first truthy value; on timeout, fail naming `what` and, if given,
+    what `detail()` says of the state it ended in."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
+    found = ""
+    if detail is not None:
+        try:
+            found = f"; found {detail()!r}"
+        except Exception as exc:  # the detail is a courtesy; the timeout is the failure
+            found = f"; (detail unavailable: {exc!r})"
+    raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}{found}")
 
 
 class Deployed:

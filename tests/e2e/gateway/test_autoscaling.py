@@ -26,6 +26,7 @@ from tests.e2e.gateway.rollout_helpers import (
 
 pytestmark = pytest.mark.slow
 
+REPLICA_START_S = 240
 SLOW_AUTOSCALER = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 50,
                    "upscale_delay_s": 600, "downscale_delay_s": 600}
 
@@ -39,12 +40,15 @@ def _details(app_name: str) -> dict[str, Any]:
     return dict(details["applications"][app_name]["deployments"])
 
 
+@pytest.mark.timeout(900)
 def test_autoscaling_settings_take_effect_and_the_champion_keeps_its_capacity(
         ray_serve: str, registry: ModelRegistry, models: dict[str, ModelRef],
         sink: Sink) -> None:
     bad = register(registry, Faults(error_rate=1.0), what="raises, for the capacity test")
     cfg = judged_config("gw-autoscale", sink, HOLD_50, triggers=[{"guard": "error_rate"}],
-                        slots={"autoscaling": SLOW_AUTOSCALER},
+                        slots={"autoscaling": SLOW_AUTOSCALER,
+                               # how long the rollback waits for the champion's new replicas
+                               "health_check_timeout_s": REPLICA_START_S},
                         ingress={"autoscaling": {"min_replicas": 1, "max_replicas": 2,
                                                  "target_ongoing_requests": 8}})
     scaler = ServeScaler(cfg.app_name)
@@ -61,7 +65,10 @@ def test_autoscaling_settings_take_effect_and_the_champion_keeps_its_capacity(
         # The free slot grows to 2 replicas (as if the challenger had been autoscaled up
         # under its share of the traffic); the champion has 1.
         scaler.scale("b", 2)
-        wait_for(lambda: scaler.count("b").running == 2, 60, "two replicas in the free slot")
+        # A replica's start is the machine's speed (a worker process, imports, the model):
+        # minutes on a CI machine whose two cores run the other test worker too.
+        wait_for(lambda: scaler.count("b").running == 2, REPLICA_START_S,
+                 "two replicas in the free slot", detail=lambda: scaler.count("b"))
         # Serve kept our count.
         assert scaler.count("a").running == 1 and scaler.count("b").target == 2
 
@@ -71,7 +78,7 @@ def test_autoscaling_settings_take_effect_and_the_champion_keeps_its_capacity(
         # One read of Serve's state per sample (both slots at the same instant), until the
         # freed slot is released.
         samples: list[tuple[int, int]] = []  # (champion replicas running, freed slot's target)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + cfg.slots.health_check_timeout_s + REPLICA_START_S
         while time.monotonic() < deadline:
             deployments = _details(cfg.app_name)
             running_a = sum(1 for r in deployments["slot_a"]["replicas"]

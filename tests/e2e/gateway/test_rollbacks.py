@@ -27,7 +27,7 @@ from tests.e2e.gateway.rollout_helpers import (
 pytestmark = pytest.mark.slow
 
 
-def test_raising_challenger_is_rolled_back_within_a_second_with_zero_client_errors(
+def test_raising_challenger_is_rolled_back_on_its_first_failures_with_zero_client_errors(
         ray_serve: str, registry: ModelRegistry, models: dict[str, ModelRef], sink: Sink) -> None:
     bad = register(registry, Faults(error_rate=1.0), what="raises on every request")
     cfg = judged_config("gw-rb-errors", sink, HOLD_50)
@@ -45,13 +45,19 @@ def test_raising_challenger_is_rolled_back_within_a_second_with_zero_client_erro
                        and any(r.event == "rolled_back" for r in rs) and rs, 20, "the audit")
     rolled = next(r for r in records if r.event == "rolled_back")
     canary = next(r for r in records if r.event == "loaded")
+    # Acted on the first few failures (a run of 5 consecutive ones, plus those in flight),
+    # not after a window or a step: a count, which CPU starvation on a shared CI machine
+    # does not change. The wall-clock target (<= 1 s from the first failure to weight 0 on
+    # every replica; ~0.1 s measured) is benchmarks/rollback_time.py's, on a quiet machine.
+    assert rolled.verdict and rolled.verdict["state"] == "fail"
+    errors = next(r for r in rolled.verdict["results"] if r["guard"] == "error_rate")
+    assert 1 <= errors["n_challenger"] <= 40, errors
     # Table versions are wall-clock milliseconds: from the table that gave the challenger
-    # traffic to the one that took it away.
+    # traffic to the one that took it away. The bound only rules out waiting on a timer
+    # (a flush period would be fine, a hold step or phase timeout would not).
     assert canary.table_version_to is not None and rolled.table_version_to is not None
     elapsed_ms = rolled.table_version_to - canary.table_version_to
-    assert 0 < elapsed_ms <= 1000, f"rolled back {elapsed_ms} ms after its first traffic"
-    assert rolled.verdict and rolled.verdict["state"] == "fail"
-    assert any(r["guard"] == "error_rate" for r in rolled.verdict["results"])
+    assert 0 < elapsed_ms <= 10_000, f"rolled back {elapsed_ms} ms after its first traffic"
     wait_for(lambda: registry.get_version_tags(bad.version).get("gateway.verdict")
              == "rolled_back", 20, "the verdict tag")
     assert registry.alias_version(CHALLENGER) is None
@@ -96,6 +102,7 @@ def test_drifting_challenger_is_rolled_back_by_the_output_drift_guard(
     assert traffic.statuses() == {200: len(traffic.answers)}
 
 
+@pytest.mark.timeout(600)
 def test_rollback_and_scale_adds_a_champion_replica(
         ray_serve: str, registry: ModelRegistry, models: dict[str, ModelRef], sink: Sink) -> None:
     from ray import serve
@@ -115,5 +122,9 @@ def test_rollback_and_scale_adds_a_champion_replica(
         start_rollout(app, bad)
         status = finished(app, bad.version)
         assert status["phase"] == "rolled_back", status
-        wait_for(lambda: champion_replicas() == 2, 60, "a second champion replica")
+        # A replica's start is the machine's speed (a worker process, imports, the model):
+        # minutes on a CI machine whose two cores run the other test worker too.
+        wait_for(lambda: champion_replicas() == 2, 240, "a second champion replica",
+                 detail=lambda: serve.status().applications[cfg.app_name]
+                 .deployments["slot_a"].replica_states)
     assert traffic.statuses() == {200: len(traffic.answers)}
