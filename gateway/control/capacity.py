@@ -17,7 +17,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from functools import partial
+from typing import Protocol, TypeVar
 
 from core.logs import get_logger
 from gateway.config import SlotsConfig
@@ -25,6 +26,8 @@ from gateway.config import SlotsConfig
 __all__ = ["CapacityKeeper", "Handover", "ReplicaCount", "ReplicaScaler", "plan_handover"]
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -82,26 +85,49 @@ class CapacityKeeper:
         self._monotonic = monotonic
 
     def after_rollback(self, champion_slot: str, freed_slot: str, scale_up: bool) -> Handover:
+        """Raises only once Serve's controller has failed every try for `wait_s` (a busy or
+        restarting controller answers late: each call is retried until then)."""
+        deadline = self._monotonic() + self._wait_s
         # Replicas starting count too: they were asked for and will take their share.
-        champion, challenger = (max(c.running, c.target) for c in (
-            self._scaler.count(champion_slot), self._scaler.count(freed_slot)))
+        champion, challenger = (
+            max(c.running, c.target) for c in (
+                self._retry(partial(self._scaler.count, slot), f"reading slot {slot}", deadline)
+                for slot in (champion_slot, freed_slot)))
         plan = plan_handover(champion, challenger, self._slots, scale_up)
         if plan.champion_target is not None:
-            self._scaler.scale(champion_slot, plan.champion_target)
+            self._retry(partial(self._scaler.scale, champion_slot, plan.champion_target),
+                        f"scaling slot {champion_slot}", deadline)
             log.info("rollback: champion slot %s scaled from %d to %d replicas", champion_slot,
                      champion, plan.champion_target)
             if plan.release_to is not None:
                 self._wait_running(champion_slot, plan.champion_target)
         if plan.release_to is not None:
-            self._scaler.scale(freed_slot, plan.release_to)
+            self._retry(partial(self._scaler.scale, freed_slot, plan.release_to),
+                        f"releasing slot {freed_slot}", self._monotonic() + self._wait_s)
             log.info("rollback: freed slot %s released to %d replicas", freed_slot,
                      plan.release_to)
         return plan
 
+    def _retry(self, call: Callable[[], T], what: str, deadline: float) -> T:
+        delay = self._poll_s
+        while True:
+            try:
+                return call()
+            except Exception as exc:
+                if self._monotonic() >= deadline:
+                    raise
+                log.warning("rollback capacity: %s failed (retrying): %s", what, exc)
+                self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     def _wait_running(self, slot: str, replicas: int) -> bool:
         deadline = self._monotonic() + self._wait_s
         while True:
-            running = self._scaler.count(slot).running
+            try:
+                running = self._scaler.count(slot).running
+            except Exception as exc:  # the controller answered late: ask again
+                log.warning("rollback capacity: reading slot %s failed: %s", slot, exc)
+                running = 0
             if running >= replicas:
                 return True
             if self._monotonic() >= deadline:

@@ -93,3 +93,46 @@ def test_a_champion_that_cannot_grow_releases_the_challenger_after_the_wait() ->
     keeper.after_rollback("a", "b", scale_up=False)
     assert ("scale", "b", 1) in scaler.calls
     assert 30 <= clock.t < 31
+
+
+class FlakyController(FakeScaler):
+    """Serve's controller answering late (a timeout) the first `fails` calls."""
+
+    def __init__(self, counts: dict[str, int], fails: int) -> None:
+        super().__init__(counts, start_polls=1)
+        self.fails = fails
+
+    def _maybe_fail(self) -> None:
+        if self.fails > 0:
+            self.fails -= 1
+            raise TimeoutError("controller busy")
+
+    def count(self, slot: str) -> ReplicaCount:
+        self._maybe_fail()
+        return super().count(slot)
+
+    def scale(self, slot: str, replicas: int) -> None:
+        self._maybe_fail()
+        super().scale(slot, replicas)
+
+
+@pytest.mark.parametrize("fails", [1, 3, 6])
+def test_a_slow_controller_is_asked_again_and_the_rollback_still_scales(fails: int) -> None:
+    scaler = FlakyController({"a": 1, "b": 1}, fails=fails)
+    clock = Clock()
+    keeper = CapacityKeeper(scaler, slots(num_replicas=1), wait_s=60,  # type: ignore[arg-type]
+                            poll_s=0.5, sleep=clock.sleep, monotonic=clock.monotonic)
+    plan = keeper.after_rollback("a", "b", scale_up=True)
+    assert plan == Handover(2, None)
+    assert scaler.targets["a"] == 2
+    assert clock.t < 60
+
+
+def test_a_controller_that_never_answers_gives_up_after_the_wait() -> None:
+    scaler = FlakyController({"a": 1, "b": 1}, fails=10**9)
+    clock = Clock()
+    keeper = CapacityKeeper(scaler, slots(num_replicas=1), wait_s=20,  # type: ignore[arg-type]
+                            poll_s=0.5, sleep=clock.sleep, monotonic=clock.monotonic)
+    with pytest.raises(TimeoutError):
+        keeper.after_rollback("a", "b", scale_up=True)
+    assert 20 <= clock.t < 26
