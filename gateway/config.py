@@ -168,6 +168,12 @@ class ControlConfig:
     # head: the supervisor actor runs on the Ray head node, which lives as long as the
     # cluster (worker nodes come and go: autoscaling, spot, node failures); any: anywhere.
     supervisor_placement: Literal["head", "any"] = "head"
+    # node: each node's ingress replicas flush (and long-poll the table) through one
+    # aggregator actor on their node, which forwards one merged delta per interval: the
+    # supervisor's load grows with nodes, not replicas (benchmarks/RESULTS.md, control plane).
+    # Costs a local hop and at most `urgent_flush_s` on a failing challenger's flush; worth it
+    # past a few dozen ingress replicas. none: every replica talks to the supervisor.
+    aggregation: Literal["none", "node"] = "none"
 
 
 @dataclass(frozen=True)

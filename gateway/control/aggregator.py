@@ -30,7 +30,7 @@ from core.logs import get_logger
 from gateway.control.clock import Clock, SystemClock
 from guards.window import ArmWindow, Outcome
 
-__all__ = ["DeltaAggregator", "aggregator_name", "get_or_create_aggregator"]
+__all__ = ["DeltaAggregator", "aggregator_name", "aggregator_prefix", "get_or_create_aggregator"]
 
 log = get_logger(__name__)
 
@@ -187,8 +187,12 @@ def _challenger_version(table: dict[str, Any]) -> str | None:
     return str(model["version"]) if model else None
 
 
+def aggregator_prefix(supervisor_name: str) -> str:
+    return f"{supervisor_name}-aggregator-"
+
+
 def aggregator_name(supervisor_name: str, node_id: str) -> str:
-    return f"{supervisor_name}-aggregator-{node_id[:16]}"
+    return aggregator_prefix(supervisor_name) + node_id[:16]
 
 
 def get_or_create_aggregator(supervisor_name: str, namespace: str, node_id: str,

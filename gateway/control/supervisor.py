@@ -33,6 +33,7 @@ import ray
 from core.logs import ROOT, get_logger
 from gateway.config import GatewayConfig, parse_config
 from gateway.control import rollout as ro
+from gateway.control.aggregator import aggregator_prefix, get_or_create_aggregator
 from gateway.control.aliases import AliasChange, Change, Seen, describe, reconcile
 from gateway.control.clock import Clock, SystemClock
 from gateway.control.coalesce import Coalesced
@@ -654,11 +655,38 @@ class Supervisor:
             "previous_champion": (state.previous_champion.to_dict()
                                   if state.previous_champion else None),
             "requests": {"champion": champion.n_requests, "challenger": challenger.n_requests},
+            # the count the step gate uses: the judge's (requests it has looked at)
+            "progress": self._progress(self._judge.challenger.n_requests
+                                       if self._judge is not None else challenger.n_requests),
             "hallucination_scores": {"champion": champion.hallucination_n,
                                      "challenger": challenger.hallucination_n},
             "verdict": self._verdict.to_dict() if self._verdict else None,
             "slots": self._slot_reports,
         }
+
+    def _progress(self, challenger_requests: int) -> dict[str, Any] | None:
+        """The current step's gate and how far along it is (None outside shadow/canary)."""
+        state = self._state
+        gate: Any
+        if state.phase is ro.Phase.SHADOW and self._policy.shadow is not None:
+            gate = self._policy.shadow
+        elif state.phase is ro.Phase.CANARY and state.step < len(self._policy.steps):
+            gate = self._policy.steps[state.step]
+        else:
+            return None
+        return {"requests": max(0, challenger_requests - state.step_base_requests),
+                "min_requests": gate.min_requests,
+                "elapsed_s": max(0.0, self._clock.time() - state.phase_started_at),
+                "min_duration_s": gate.min_duration_s,
+                "weight": getattr(gate, "weight", 0.0)}
+
+    async def aggregator_for(self, node_id: str) -> Any:
+        """Node `node_id`'s aggregator (`control.aggregation: node`): the ingress replicas
+        there flush to it and long-poll it instead of this actor."""
+        c = self._cfg.control
+        return await asyncio.to_thread(
+            get_or_create_aggregator, c.supervisor_name, c.namespace, node_id,
+            c.flush_interval_s, c.urgent_flush_s, c.long_poll_timeout_s)
 
     async def set_weights(self, weight: float, mode: str, actor: str = "admin") -> dict[str, Any]:
         """Manual override of the live table (kept until the next rollout transition)."""
@@ -729,5 +757,11 @@ def get_supervisor(name: str, namespace: str, wait_s: float = 10.0) -> Any:
 
 
 def kill_supervisor(name: str, namespace: str) -> None:
+    """The supervisor and its node aggregators (detached too: they would outlive it)."""
     with contextlib.suppress(ValueError):
         ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+    prefix = aggregator_prefix(name)
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["namespace"] == namespace and actor["name"].startswith(prefix):
+            with contextlib.suppress(ValueError):
+                ray.kill(ray.get_actor(actor["name"], namespace=namespace), no_restart=True)

@@ -46,7 +46,7 @@ from gateway.serving.lost import LostSlots, describe_loss, is_replica_loss
 from gateway.serving.openai_routes import OpenAIRoutes
 from gateway.serving.openapi import ADMIN_OPS, MAX_REASON, ROUTES, openapi_document
 from gateway.serving.tablewatch import TableWatcher
-from gateway.wire.handles import get_supervisor
+from gateway.wire.handles import RelayHandle, get_supervisor
 from gateway.wire.replies import CallOutcome, SlotAnswer, SlotError
 from gateway.wire.routing import Arm, Mode, RoutingTable, choose_arm, parse_weight_update
 from guards.window import ArmWindow, Observation, Outcome, key_bucket
@@ -88,7 +88,8 @@ class Ingress:
         self._lost = LostSlots()  # before the table watcher: its first table may name one
         self._lost_in_table: set[str] = set()
         self._openai = OpenAIRoutes(self._cfg, self, stream_handles, self._metrics)
-        self._watcher = TableWatcher(self._sup, RoutingTable.from_dict(initial_table),
+        self._relay = await self._relay_for_flushes()
+        self._watcher = TableWatcher(self._relay, RoutingTable.from_dict(initial_table),
                                      poll_timeout_s=self._cfg.control.long_poll_timeout_s,
                                      on_change=self._on_table,
                                      on_new_supervisor=self._resend_served)
@@ -354,6 +355,23 @@ class Ingress:
             self._evaluator_pool = EvaluatorPool(self._cfg.hallucination, self._sup)
         return self._evaluator_pool
 
+    async def _relay_for_flushes(self) -> RelayHandle:
+        """The supervisor, or this node's aggregator (`control.aggregation: node`). Without
+        one at start (the supervisor not up yet), flushes go to the supervisor: they are
+        judged the same, only unmerged."""
+        if self._cfg.control.aggregation != "node":
+            return self._sup
+        node = ray.get_runtime_context().get_node_id()
+        try:
+            relay: RelayHandle = await asyncio.wait_for(
+                self._sup.aggregator_for.remote(node), 30)
+            log.info("flushing through node %s's aggregator", node[:12])
+            return relay
+        except Exception as exc:
+            log.warning("no aggregator on node %s (%s); flushing to the supervisor", node[:12],
+                        exc)
+            return self._sup
+
     async def _flush_loop(self) -> None:
         """Send window deltas to the supervisor, fire-and-forget: never awaited, so a slow or
         restarting supervisor never delays a request."""
@@ -378,7 +396,7 @@ class Ingress:
                     flushed[outcome.name.lower()] += delta.count(outcome)
         served, self._served = self._served, []
         if deltas or served:
-            self._sup.ingest.remote(self._replica_id, deltas, served)
+            self._relay.ingest.remote(self._replica_id, deltas, served)
 
     async def _on_table(self, table: RoutingTable) -> None:
         self._metrics.table(table.version, table.challenger_weight, table.mode.value)
@@ -457,6 +475,7 @@ class Ingress:
         table = self._watcher.current
         return {"replica": self._replica_id, "pid": os.getpid(),
                 "node_id": ray.get_runtime_context().get_node_id(),
+                "flushes_to": "supervisor" if self._relay is self._sup else "aggregator",
                 "table_version": table.version,
                 "challenger_weight": table.challenger_weight, "mode": table.mode.value,
                 "counts": self._replica_counts(), "windows": self._window_counts(),

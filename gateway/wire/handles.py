@@ -22,6 +22,15 @@ class RemoteMethod(Protocol[P, R_co]):
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R_co]: ...
 
 
+class RelayHandle(Protocol):
+    """Where an ingress replica sends its window deltas and long-polls the routing table:
+    the supervisor itself, or its node's aggregator (`control.aggregation: node`), which
+    answers both with the supervisor's signatures. See `SupervisorHandle` for the methods."""
+
+    wait_for_table: RemoteMethod[[int, float, str | None], dict[str, Any] | None]
+    ingest: RemoteMethod[[str, dict[str, bytes], list[tuple[str, str]]], None]
+
+
 class SupervisorHandle(Protocol):
     """What the serving plane calls on the supervisor actor (`Supervisor` in
     `gateway.control.supervisor`), and nothing more.
@@ -40,6 +49,8 @@ class SupervisorHandle(Protocol):
       under a call (Ray's error text says why).
     - `status()`, `operate(op, actor, reason)`, `set_weights(weight, mode, actor)`: the
       admin API's view and operations (dicts with the table; `operate` may hold `error`).
+    - `aggregator_for(node_id)`: the `RelayHandle` of node `node_id`'s aggregator (made on
+      first ask, on that node).
     """
 
     get_table: RemoteMethod[[], dict[str, Any]]
@@ -52,6 +63,7 @@ class SupervisorHandle(Protocol):
     status: RemoteMethod[[], dict[str, Any]]
     operate: RemoteMethod[[str, str, str], dict[str, Any]]
     set_weights: RemoteMethod[[float, str, str], dict[str, Any]]
+    aggregator_for: RemoteMethod[[str], Any]
 
 
 def get_supervisor(name: str, namespace: str, wait_s: float = 10.0) -> SupervisorHandle:

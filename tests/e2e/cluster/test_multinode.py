@@ -13,7 +13,6 @@ Run with `make test-cluster`; its figures are in benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -101,8 +100,10 @@ def gateway_yaml(root: Path, cluster: RayCluster, model_name: str, hold: bool) -
         "ingress": {"num_replicas": 3, "max_replicas_per_node": 1, "num_cpus": 0.1},
         "slots": {"num_replicas": 2, "max_replicas_per_node": 1, "num_cpus": 0.1,
                   "resources": {GPU: 0.1}, "health_check_timeout_s": 60},
+        # The first test's replicas flush through an aggregator per node; the second's
+        # (the node loss) straight to the supervisor.
         "control": {"supervisor_name": f"sup-cluster-{int(hold)}", "flush_interval_s": 0.1,
-                    "long_poll_timeout_s": 5.0},
+                    "long_poll_timeout_s": 5.0, "aggregation": "none" if hold else "node"},
         "rollout": {"steps": steps, "auto_promote": False, "load_timeout_s": 120},
         "supervisor": {"tick_s": 0.1, "registry_poll_s": 0.25,
                        "audit_path": str(root / f"audit-{int(hold)}.jsonl")},
@@ -216,12 +217,12 @@ def set_alias(registry: ModelRegistry, alias: str, ref: ModelRef | None) -> None
 
 
 def teardown_app(cluster: RayCluster, supervisor: str) -> None:
-    import ray
     from ray import serve
 
+    from gateway.control.supervisor import kill_supervisor
+
     serve.delete(APP)
-    with contextlib.suppress(ValueError):
-        ray.kill(ray.get_actor(supervisor, namespace="champion_gateway"), no_restart=True)
+    kill_supervisor(supervisor, "champion_gateway")  # and its node aggregators
 
 
 REPORT: dict[str, Any] = {}
@@ -295,10 +296,12 @@ def test_gateway_serve_on_three_nodes_rolls_back_on_every_ingress_replica(
         time.sleep(2.0)  # traffic after the rollback, through every proxy
     assert {v["node_id"] for v in views} == all_nodes
     assert all(v["challenger_weight"] == 0.0 for v in views)
+    assert {v["flushes_to"] for v in views} == {"aggregator"}, views
     REPORT["rollback"] = {"reason": done["reason"], "clients": {
         n: dict(c) for n, c in clients.outcomes.items()},
         "versions": {n: dict(c) for n, c in clients.versions.items()},
-        "ingress_views": [{k: v[k] for k in ("node_id", "table_version", "challenger_weight")}
+        "ingress_views": [{k: v[k] for k in ("node_id", "table_version", "challenger_weight",
+                                             "flushes_to")}
                           for v in views]}
     for name, outcomes in clients.outcomes.items():
         assert set(outcomes) == {"200"}, (name, dict(outcomes))  # failover hid every error

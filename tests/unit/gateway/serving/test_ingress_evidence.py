@@ -211,6 +211,7 @@ class Probe(Ingress):
                         ("POST", "/v1/completions"): self._openai.completions}
         self._lost = LostSlots()
         self._sup = Supervisor()  # type: ignore[assignment]
+        self._relay = self._sup
         self.recorded: list[tuple[str, Observation]] = []
 
     def _record(self, arm: Arm, version: str, observation: Observation) -> None:
@@ -528,7 +529,8 @@ def test_answers_are_submitted_at_their_arms_rate() -> None:
 def test_describe_reports_flushed_and_pending_window_counts() -> None:
     ing = Probe(table(), Slot(CHAMPION_V, delay=2 * DEADLINE), Slot(CHALLENGER_V, fail=True))
     sent: list[tuple[Any, ...]] = []
-    ing._sup = SimpleNamespace(ingest=SimpleNamespace(remote=lambda *a: sent.append(a)))
+    ing._sup = ing._relay = SimpleNamespace(  # type: ignore[assignment]
+        ingest=SimpleNamespace(remote=lambda *a: sent.append(a)))
     ing._replica_id = "r"
 
     async def scenario() -> dict[str, Any]:

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import ray
 
+from gateway.control.aggregator import DeltaAggregator
 from gateway.control.supervisor import Supervisor
-from gateway.wire.handles import SupervisorHandle, get_supervisor
+from gateway.wire.handles import RelayHandle, SupervisorHandle, get_supervisor
 
 DECLARED = typing.get_type_hints(SupervisorHandle)
 
@@ -20,7 +21,7 @@ DECLARED = typing.get_type_hints(SupervisorHandle)
 def test_the_handle_declares_what_the_serving_plane_calls() -> None:
     assert set(DECLARED) == {"get_table", "wait_for_table", "ingest", "ingest_hallucination",
                              "feedback", "report_slot", "slot_lost", "status", "operate",
-                             "set_weights"}
+                             "set_weights", "aggregator_for"}
 
 
 def _accepts(declared: Any, actual: Any) -> bool:
@@ -41,6 +42,17 @@ def test_each_declared_method_is_the_supervisors(name: str) -> None:
     for declared, param in zip(args, params, strict=False):
         assert _accepts(declared, hints[param.name]), (name, param.name)
     assert hints["return"] == returns
+
+
+@pytest.mark.parametrize("name", sorted(typing.get_type_hints(RelayHandle)))
+def test_the_node_aggregator_answers_what_a_replica_sends_the_supervisor(name: str) -> None:
+    """An ingress replica flushing through its node's aggregator calls it as it would call
+    the supervisor: same methods, same parameters."""
+    ours, theirs = getattr(DeltaAggregator, name), getattr(Supervisor, name)
+    assert inspect.iscoroutinefunction(ours)
+    assert (list(inspect.signature(ours).parameters)
+            == list(inspect.signature(theirs).parameters))
+    assert typing.get_type_hints(RelayHandle)[name] == DECLARED[name]
 
 
 def test_get_supervisor_waits_for_the_actor(monkeypatch: pytest.MonkeyPatch) -> None:
