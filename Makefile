@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PACKAGES := core gateway guards model_registry gpu_monitor
 
-.PHONY: install demo test lint typecheck unit bench bench-serving clean
+.PHONY: install browser demo test lint typecheck unit bench bench-serving clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,13 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Debian's chromium for the report's browser test (best effort: that test skips, saying
+# why, where no chromium can be installed).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	    >/dev/null 2>&1 || echo "chromium not installed: the browser tests will skip"; }
 
 demo: install
 	$(VENV)/bin/gateway demo
@@ -27,7 +34,7 @@ typecheck: install
 
 # Two workers, one local Ray instance each; a test file stays on one worker (its module
 # fixtures deploy apps), and the slow e2e files are split so the workers finish together.
-test: lint typecheck
+test: lint typecheck browser
 	$(PY) -m pytest -q -p no:warnings -n 2 --dist loadfile -m "not judge_sim and not chaos and not cluster"
 	$(MAKE) --no-print-directory test-cluster
 	$(PY) -m pytest -q -p no:warnings -m judge_sim
