@@ -13,7 +13,7 @@ import contextlib
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from gateway.control.alerts import Alert, AlertDispatcher, make_notifiers
 from gateway.control.audit import AuditLog, AuditRecord
 from gateway.control.capacity import CapacityKeeper, ReplicaScaler
 from gateway.control.ports import RolloutRegistry
+from gateway.control.reports import timeline_artifacts
 from gateway.control.rollout_run import RolloutRun
 from gateway.control.scaling import ServeScaler
 from gateway.control.store import VERDICT_TAG
@@ -88,7 +89,7 @@ class EffectRunner:
         # Registry updates that failed (registry unreachable), oldest first.
         self._pending: list[tuple[ro.RolloutState, ro.RolloutState, ro.Event]] = []
         self._pending_runs: list[tuple[ro.RolloutState, ro.RolloutState, ro.Event,
-                                       ArmWindow, ArmWindow]] = []
+                                       ArmWindow, ArmWindow, Mapping[str, Any] | None]] = []
         self._registry_lock = threading.Lock()
         self._runs_lock = threading.Lock()
 
@@ -105,15 +106,17 @@ class EffectRunner:
             self._audit.append(self._record(old, new, event, table_from, table_to))
 
     def notify_and_track(self, old: ro.RolloutState, new: ro.RolloutState, event: ro.Event,
-                         champion: ArmWindow, challenger: ArmWindow) -> None:
-        """Then the alert, then the MLflow rollout run (seconds: reports, artifacts)."""
+                         champion: ArmWindow, challenger: ArmWindow,
+                         timeline: Mapping[str, Any] | None = None) -> None:
+        """Then the alert, then the MLflow rollout run (seconds: reports, artifacts; with a
+        finished rollout's `timeline`, its report)."""
         if event.alert:
             with _isolated("alert"):
                 self._alerts.dispatch(self._alert(old, new, event))
         if event.name in ("rolled_back", "restored"):
             self._keep_capacity(new, scale_up=event.action is Action.ROLLBACK_AND_SCALE)
         with self._runs_lock:
-            self._pending_runs.append((old, new, event, champion, challenger))
+            self._pending_runs.append((old, new, event, champion, challenger, timeline))
             self._log_runs()
 
     def registry_pending(self) -> int:
@@ -152,9 +155,9 @@ class EffectRunner:
         """Under `_runs_lock`: the rollout-run updates in order until MLflow is unreachable.
         One that fails for another reason is logged and dropped (it would never succeed)."""
         while self._pending_runs:
-            old, new, event, champion, challenger = self._pending_runs[0]
+            old, new, event, champion, challenger, timeline = self._pending_runs[0]
             try:
-                self._track_run(old, new, event, champion, challenger)
+                self._track_run(old, new, event, champion, challenger, timeline)
             except Exception as exc:
                 if _unreachable(exc):
                     log.warning("MLflow unreachable; %d rollout-run update(s) wait: %s",
@@ -278,7 +281,8 @@ class EffectRunner:
             details={"verdict": event.verdict} if event.verdict else {})
 
     def _track_run(self, old: ro.RolloutState, new: ro.RolloutState, event: ro.Event,
-                   champion: ArmWindow, challenger: ArmWindow) -> None:
+                   champion: ArmWindow, challenger: ArmWindow,
+                   timeline: Mapping[str, Any] | None = None) -> None:
         rid = new.rollout_id
         if rid is None:
             return
@@ -299,6 +303,9 @@ class EffectRunner:
         if new.phase in (ro.Phase.PROMOTED, ro.Phase.ROLLED_BACK, ro.Phase.FAILED):
             with tempfile.TemporaryDirectory() as tmp:
                 artifacts = self._drift_report(champion, challenger, Path(tmp))
+                if timeline is not None:
+                    with _isolated("rollout report"):
+                        artifacts.update(timeline_artifacts(timeline, Path(tmp)))
                 outcome = event.name if event.name in ("superseded", "aborted") else \
                     new.phase.value
                 run.finish(outcome, event.reason, event.verdict, artifacts)

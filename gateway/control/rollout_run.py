@@ -224,6 +224,14 @@ class RolloutRun:
             log.warning("MLflow rollout run %s: %s failed: %s", self.run_id, what, exc)
             return False
 
+    def download_artifact(self, name: str, folder: Path) -> Path | None:
+        """Artifact `name` (top level) of this run, downloaded under `folder`; None if the
+        run has none of that name."""
+        with self._errors(f"download artifact {name!r}"):
+            if name not in {f.path for f in self._client.list_artifacts(self.run_id)}:
+                return None
+            return Path(self._client.download_artifacts(self.run_id, name, str(folder)))
+
     def _log_artifacts(self, verdict: Mapping[str, Any] | None,
                        artifacts: Mapping[str, Path]) -> list[str]:
         problems = []

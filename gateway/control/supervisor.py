@@ -43,9 +43,12 @@ from gateway.control.feedback import RequestLedger
 from gateway.control.longpoll import TableHost, next_version
 from gateway.control.ports import Effects, RolloutRegistry, Sensors
 from gateway.control.replica_loss import Fault, classify, judge_repeats
+from gateway.control.reports import RolloutReports, load_timeline
+from gateway.control.rollout_run import RolloutRun
 from gateway.control.sensors import ResourceSensor, engine_profiles
 from gateway.control.store import RolloutStore, encode_judge_state
 from gateway.metrics import get_metrics
+from gateway.report import render_report
 from gateway.wire.routing import Mode, RoutingTable
 from guards.context import ResourceReadings
 from guards.verdict import Judge, Verdict, make_judge
@@ -122,6 +125,8 @@ class Supervisor:
         self._lock = asyncio.Lock()
         self._looks = Coalesced(self._judge_now)  # ingests' judge passes (`_judge_soon`)
         self._effects_chain: asyncio.Future[None] | None = None
+        self._tracking_uri = tracking_uri
+        self._reports = RolloutReports(self._cfg.model.name)  # for `report`
         get_metrics().phase(self._state.phase.value)
 
     # --- table long-poll -------------------------------------------------------------------
@@ -253,6 +258,8 @@ class Supervisor:
             verdict = self._judge.observe(d_champion, d_challenger, self._resources())
             self._verdict = verdict
             self._effects.record_verdict_metrics(verdict)
+            self._reports.on_look(self._state, ro.routing_for(self._state, self._policy)[0],
+                                  self._judge, verdict, self._clock.time())
             tr = ro.observe(self._state, self._policy, verdict,
                             self._judge.challenger.n_requests, self._clock.time())
             await self._apply(tr)
@@ -281,6 +288,7 @@ class Supervisor:
         else:
             await self._publish(ro.table_for(new, self._policy, 0))
         self._state = new
+        judge = self._judge
         if new.phase not in ro.JUDGED:
             self._judge = None
         get_metrics().phase(new.phase.value)
@@ -306,12 +314,15 @@ class Supervisor:
             self._epoch += 1
         if event.name in ENDS_ROLLOUT or event.name == "rollout_started":
             self._losses.clear()
+        timeline = self._reports.on_transition(
+            old, new, event, self._clock.time(), ro.routing_for(new, self._policy)[0], judge)
         # The rest (alerts, seconds of MLflow and report work) runs behind the control loop,
         # one transition after another, so the loop keeps judging and watching meanwhile.
         champion, challenger = self._arm_windows()
         previous = self._effects_chain
         self._effects_chain = asyncio.ensure_future(self._after(
-            previous, old, new, event, champion.copy(), challenger.copy(), ends_rollout))
+            previous, old, new, event, champion.copy(), challenger.copy(), ends_rollout,
+            timeline))
 
     async def _save_state(self, state: ro.RolloutState) -> None:
         try:
@@ -324,11 +335,12 @@ class Supervisor:
 
     async def _after(self, previous: asyncio.Future[None] | None, old: ro.RolloutState,
                      new: ro.RolloutState, event: ro.Event, champion: ArmWindow,
-                     challenger: ArmWindow, release: bool) -> None:
+                     challenger: ArmWindow, release: bool,
+                     timeline: dict[str, Any] | None) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
         await asyncio.to_thread(self._effects.notify_and_track, old, new, event, champion,
-                                challenger)
+                                challenger, timeline)
         if release:  # last: release the challenger's slot (whatever the state is by now)
             await self._publish(ro.table_for(self._state, self._policy, 0))
 
@@ -679,6 +691,26 @@ class Supervisor:
                 "elapsed_s": max(0.0, self._clock.time() - state.phase_started_at),
                 "min_duration_s": gate.min_duration_s,
                 "weight": getattr(gate, "weight", 0.0)}
+
+    async def report(self, rollout_id: str | None = None) -> str | None:
+        """The rollout report's HTML: the current or last rollout's (None), or that
+        rollout's, from memory or else from its MLflow run; None when there is none."""
+        data = self._reports.get(rollout_id)
+        if data is None and rollout_id is not None:
+            data = await asyncio.to_thread(self._stored_timeline, rollout_id)
+        if data is None:
+            return None
+        return await asyncio.to_thread(render_report, data)
+
+    def _stored_timeline(self, rollout_id: str) -> dict[str, Any] | None:
+        try:
+            run = RolloutRun.find(self._tracking_uri, self._cfg.supervisor.rollout_experiment,
+                                  rollout_id)
+            return load_timeline(run) if run is not None else None
+        except Exception as exc:  # MLflow down, or an unreadable record: no report
+            log.warning("report of rollout %s: its MLflow record is unreadable: %s",
+                        rollout_id, exc)
+            return None
 
     async def aggregator_for(self, node_id: str) -> Any:
         """Node `node_id`'s aggregator (`control.aggregation: node`): the ingress replicas

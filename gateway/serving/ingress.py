@@ -44,7 +44,14 @@ from gateway.serving.http import (
 from gateway.serving.llm.evaluator import EvaluatorPool
 from gateway.serving.lost import LostSlots, describe_loss, is_replica_loss
 from gateway.serving.openai_routes import OpenAIRoutes
-from gateway.serving.openapi import ADMIN_OPS, MAX_REASON, ROUTES, openapi_document
+from gateway.serving.openapi import (
+    ADMIN_OPS,
+    MAX_REASON,
+    MAX_ROLLOUT_ID,
+    ROLLOUT_ID,
+    ROUTES,
+    openapi_document,
+)
 from gateway.serving.tablewatch import TableWatcher
 from gateway.wire.handles import RelayHandle, get_supervisor
 from gateway.wire.replies import CallOutcome, SlotAnswer, SlotError
@@ -123,6 +130,7 @@ class Ingress:
             ("GET", "/healthz"): self._healthz,
             ("GET", "/openapi.json"): self._openapi_json,
             ("GET", "/admin/rollout"): self._admin_rollout,
+            ("GET", "/admin/rollout/report"): self._admin_report,
             ("POST", "/admin/weights"): self._admin_weights,
         }
         for op in ADMIN_OPS:
@@ -468,6 +476,28 @@ class Ingress:
             view["supervisor"] = f"unreachable: {type(exc).__name__}"
         view["replica_counts"] = self._replica_counts()
         return json_response(view)
+
+    async def _admin_report(self, request: Request) -> Response:
+        """The rollout report (one self-contained HTML page): the current or last rollout's,
+        or `?rollout=ID`'s."""
+        denied = check_bearer(request, self._token)
+        if denied is not None:
+            return denied
+        rollout = request.query_params.get("rollout")
+        if rollout is not None and not ROLLOUT_ID.fullmatch(rollout):
+            raise InputError("rollout: expected a rollout id (letters, digits, . _ -, at most "
+                             f"{MAX_ROLLOUT_ID} characters)", field="rollout")
+        try:
+            page = await asyncio.wait_for(self._sup.report.remote(rollout), 60.0)
+        except Exception as exc:
+            return _supervisor_unreachable("report", exc)
+        if page is None:
+            what = f"rollout {rollout}" if rollout else "any rollout yet"
+            return error_response(404, "not_found", f"no report for {what}")
+        # Inline styles and one inline script only; nothing is fetched from anywhere.
+        return Response(page, media_type="text/html; charset=utf-8", headers={
+            "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                       "script-src 'unsafe-inline'; img-src data:"})
 
     def describe(self) -> dict[str, Any]:
         """This replica's view, for `DeploymentHandle.broadcast("describe")` (benchmarks,

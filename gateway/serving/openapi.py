@@ -9,6 +9,7 @@ responses are `http.error_response`'s shape, or OpenAI's on the OpenAI endpoints
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from gateway.config import GatewayConfig
@@ -23,6 +24,11 @@ from gateway.serving.llm.generation import MAX_STOP_SEQUENCES
 
 ADMIN_OPS = ("promote", "rollback", "pause", "resume")
 MAX_REASON = 1024  # an admin operation's `reason`, written to the audit trail
+MAX_ROLLOUT_ID = 300
+# A rollout id as the supervisor makes them (model name, version, a random suffix); the
+# report's `?rollout=` must look like one.
+ROLLOUT_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_ROLLOUT_ID - 1}}}$"
+ROLLOUT_ID = re.compile(ROLLOUT_ID_PATTERN[1:-1])
 ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/v1/predict"),
     ("POST", "/v1/feedback"),
@@ -31,6 +37,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/healthz"),
     ("GET", "/openapi.json"),
     ("GET", "/admin/rollout"),
+    ("GET", "/admin/rollout/report"),
     ("POST", "/admin/weights"),
     *(("POST", f"/admin/rollout/{op}") for op in ADMIN_OPS),
 )
@@ -89,6 +96,10 @@ def _contract(path: str) -> tuple[dict[str, Any] | None, dict[str, Any], tuple[i
         return None, _ok(200, "Document"), ()
     if path == "/admin/rollout":
         return None, _ok(200, "RolloutView"), (401, 403)
+    if path == "/admin/rollout/report":
+        ok = {"200": {"description": "the rollout report: one self-contained HTML page",
+                      "content": {"text/html": {"schema": _STR}}}}
+        return None, ok, (401, 403, 404, 422, 503)
     if path == "/admin/weights":
         return _body("WeightUpdate"), _ok(200, "LocalView"), admin_errors
     return _body("Operation", required=False), _ok(200, "RolloutView"), admin_errors
@@ -108,6 +119,12 @@ def _headers(cfg: GatewayConfig, path: str) -> list[dict[str, Any]]:
               {"name": cfg.routing.sticky_header, "in": "header", "required": False,
                "description": "sticky routing key: one key always lands on one arm",
                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_STICKY_KEY}}]
+    if path == "/admin/rollout/report":
+        params.append({"name": "rollout", "in": "query", "required": False,
+                       "description": "a rollout id (default: the current or last rollout)",
+                       "schema": {"type": "string", "maxLength": MAX_ROLLOUT_ID,
+                                  "pattern": ROLLOUT_ID_PATTERN}})
+        return params
     if path.startswith("/admin/rollout/"):
         params.append({"name": "x-gateway-actor", "in": "header", "required": False,
                        "description": "who acts, for the audit trail (control characters "

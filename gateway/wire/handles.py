@@ -49,6 +49,8 @@ class SupervisorHandle(Protocol):
       under a call (Ray's error text says why).
     - `status()`, `operate(op, actor, reason)`, `set_weights(weight, mode, actor)`: the
       admin API's view and operations (dicts with the table; `operate` may hold `error`).
+    - `report(rollout_id)`: the rollout report's HTML (the current or last rollout's when
+      None), or None when there is none.
     - `aggregator_for(node_id)`: the `RelayHandle` of node `node_id`'s aggregator (made on
       first ask, on that node).
     """
@@ -63,6 +65,7 @@ class SupervisorHandle(Protocol):
     status: RemoteMethod[[], dict[str, Any]]
     operate: RemoteMethod[[str, str, str], dict[str, Any]]
     set_weights: RemoteMethod[[float, str, str], dict[str, Any]]
+    report: RemoteMethod[[str | None], str | None]
     aggregator_for: RemoteMethod[[str], Any]
 
 

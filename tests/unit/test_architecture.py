@@ -18,7 +18,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("core", "guards", "model_registry", "gpu_monitor", "gateway", "benchmarks")
-LIBRARIES = ("guards", "model_registry", "gpu_monitor")
+# gateway.report renders plain data (a rollout's timeline): a library to the planes.
+LIBRARIES = ("guards", "model_registry", "gpu_monitor", "gateway.report")
 SHARED = ("gateway.wire", "gateway.config", "gateway.metrics")
 PLANES = ("gateway.serving", "gateway.control")
 ENTRY = ("gateway.app", "gateway.cli", "gateway.runtime", "gateway.admin_client",

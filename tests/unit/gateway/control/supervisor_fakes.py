@@ -110,6 +110,7 @@ class FakeEffects:
     def __init__(self) -> None:
         self.records: list[Recorded] = []
         self.notified: list[str] = []
+        self.timelines: list[dict[str, Any]] = []  # finished rollouts' records
         self.manual: list[str] = []
         self.verdicts: list[Verdict] = []
         self.closed = False
@@ -123,8 +124,11 @@ class FakeEffects:
         self.records.append(Recorded(event, old.phase, new.phase, table_to, table_from))
 
     def notify_and_track(self, old: ro.RolloutState, new: ro.RolloutState, event: ro.Event,
-                         champion: ArmWindow, challenger: ArmWindow) -> None:
+                         champion: ArmWindow, challenger: ArmWindow,
+                         timeline: Mapping[str, Any] | None = None) -> None:
         self.notified.append(event.name)
+        if timeline is not None:
+            self.timelines.append(dict(timeline))
 
     def registry_pending(self) -> int:
         return 0

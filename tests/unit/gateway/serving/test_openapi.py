@@ -36,7 +36,7 @@ def test_the_document_is_valid_openapi_3_0(doc: dict[str, Any]) -> None:
 def test_every_route_is_documented_and_nothing_else(doc: dict[str, Any]) -> None:
     documented = {(m.upper(), path) for path, ops in doc["paths"].items() for m in ops}
     assert documented == set(ROUTES)
-    assert len(ROUTES) == len(set(ROUTES)) == 8 + len(ADMIN_OPS)
+    assert len(ROUTES) == len(set(ROUTES)) == 9 + len(ADMIN_OPS)
 
 
 def test_the_ingress_serves_exactly_the_routes_listed() -> None:

@@ -21,7 +21,7 @@ DECLARED = typing.get_type_hints(SupervisorHandle)
 def test_the_handle_declares_what_the_serving_plane_calls() -> None:
     assert set(DECLARED) == {"get_table", "wait_for_table", "ingest", "ingest_hallucination",
                              "feedback", "report_slot", "slot_lost", "status", "operate",
-                             "set_weights", "aggregator_for"}
+                             "set_weights", "aggregator_for", "report"}
 
 
 def _accepts(declared: Any, actual: Any) -> bool:
