@@ -7,6 +7,7 @@ started here is stopped, by the fixtures that started it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from collections.abc import Iterator
@@ -27,16 +28,21 @@ os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH",
 
 
 def _own_direct_ingress_ports() -> None:
-    """A port range of its own for each xdist worker's Ray instance. Each Serve controller
+    """A port range of its own for each test process's Ray instance. Each Serve controller
     hands its replicas' direct-ingress HTTP and gRPC ports out of the same default ranges
-    (30000-31000, 40000-41000) knowing nothing of the other instance: one instance's replica
-    took a port the other had just freed while the other's routers still called it there, and
-    requests crossed between the two test workers' apps (404s, the wrong model's answers)."""
+    (30000-31000, 40000-41000) knowing nothing of another instance on the host: one
+    instance's replica took a port the other had just freed while the other's routers still
+    called it there, and requests crossed between two test workers' apps (404s, the wrong
+    model's answers). The workers of one run get adjacent blocks; another run on the same
+    host (a second pytest) lands on other blocks but for a 1-in-40 chance."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     index = int(worker[2:]) if worker[2:].isdigit() else 0
-    width = 100
-    for protocol, base in (("HTTP", 30000), ("GRPC", 40000)):
-        low = base + index * width
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"{os.getpid():x}"
+    blocks, width = 80, 100
+    block = (int(hashlib.sha256(run_id.encode()).hexdigest(), 16) % (blocks // 2) * 2
+             + index) % blocks
+    for protocol, base in (("HTTP", 20000), ("GRPC", 41000)):
+        low = base + block * width
         os.environ.setdefault(f"RAY_SERVE_DIRECT_INGRESS_MIN_{protocol}_PORT", str(low))
         os.environ.setdefault(f"RAY_SERVE_DIRECT_INGRESS_MAX_{protocol}_PORT",
                               str(low + width - 1))

@@ -7,6 +7,7 @@ import json
 import threading
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from gateway.demo.models import Faults
@@ -112,7 +113,38 @@ def check_mlflow_run(registry: ModelRegistry, cfg: Any, rollout_id: str, outcome
     found = wait_for(run, 30, "the MLflow rollout run")
     assert found.data.tags["gateway.outcome"] == outcome
     assert found.data.params, "the policy is logged as params"
-    names = [a.path for a in client.list_artifacts(found.info.run_id)]
+    # The report and its data, beside the verdict (stored after the outcome tag).
+    names = wait_for(lambda: (n := {a.path for a in client.list_artifacts(found.info.run_id)})
+                     >= {"verdict.json", "report.html", "timeline.json"} and n, 30,
+                     "the run's verdict and report artifacts",
+                     detail=lambda: [a.path for a in client.list_artifacts(found.info.run_id)])
     assert "verdict.json" in names
+
+
+def check_report(app: Deployed, rollout_id: str, outcome: str, tmp: Path) -> str:
+    """The rollout's report from the admin API: HTML naming the rollout and its outcome,
+    every chart drawn in a real browser (where Chromium is installed); and the route's
+    refusals. Returns the page."""
+    from tests.browser import CHROMIUM, rendered_charts
+
+    resp = app.admin("GET", f"/admin/rollout/report?rollout={rollout_id}")
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in resp.headers["content-security-policy"]
+    page = resp.text
+    assert rollout_id in page and outcome in page
+    assert "http://" not in page and "https://" not in page  # self-contained
+    charts = page.count('<svg class="chart"')
+    assert charts >= 4, charts
+    if CHROMIUM is not None:
+        path = tmp / f"{rollout_id}.html"
+        path.write_text(page, encoding="utf-8")
+        assert rendered_charts(tmp, path) == charts
+    assert app.client.get("/admin/rollout/report").status_code == 401  # no token
+    bad = app.admin("GET", "/admin/rollout/report?rollout=../../etc")
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "rollout", bad.text
+    unknown = app.admin("GET", "/admin/rollout/report?rollout=no-such-rollout-v1-0")
+    assert unknown.status_code == 404, unknown.text
+    return page
 
 

@@ -20,6 +20,7 @@ from tests.e2e.gateway.rollout_helpers import (
     HOLD_50,
     Sink,
     Traffic,
+    check_report,
     finished,
     judged_config,
     register,
@@ -30,7 +31,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_healthy_challenger_walks_every_step_is_promoted_and_can_be_rolled_back(
-        ray_serve: str, registry: ModelRegistry, models: dict[str, ModelRef], sink: Sink) -> None:
+        ray_serve: str, registry: ModelRegistry, models: dict[str, ModelRef], sink: Sink,
+        tmp_path: Path) -> None:
     good = register(registry, scale=1.01, what="healthy challenger")
     steps = [{"weight": 20.0, "min_requests": 100, "min_duration_s": 1.0},
              {"weight": 50.0, "min_requests": 100, "min_duration_s": 1.0}]
@@ -51,6 +53,8 @@ def test_healthy_challenger_walks_every_step_is_promoted_and_can_be_rolled_back(
         served = wait_for(lambda: app.predict().headers["x-gateway-model-version"]
                           == good.version, 10, "the new champion answering")
         assert served
+        page = check_report(app, status["rollout_id"], "promoted", tmp_path)
+        assert "step_advanced" in page  # the step timeline
         resp = app.admin("POST", "/admin/rollout/rollback", json={"reason": "KPI dip"})
         assert resp.status_code == 200, resp.text
         assert resp.json()["phase"] == "rolled_back"

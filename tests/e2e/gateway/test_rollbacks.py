@@ -4,6 +4,7 @@ and every decision is recorded (registry, audit log, MLflow run, alerts)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from tests.e2e.gateway.rollout_helpers import (
     Traffic,
     check_alerts,
     check_mlflow_run,
+    check_report,
     finished,
     judged_config,
     register,
@@ -28,7 +30,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_raising_challenger_is_rolled_back_on_its_first_failures_with_zero_client_errors(
-        ray_serve: str, registry: ModelRegistry, models: dict[str, ModelRef], sink: Sink) -> None:
+        ray_serve: str, registry: ModelRegistry, models: dict[str, ModelRef], sink: Sink,
+        tmp_path: Path) -> None:
     bad = register(registry, Faults(error_rate=1.0), what="raises on every request")
     cfg = judged_config("gw-rb-errors", sink, HOLD_50)
     with deployed(ray_serve, registry, models["v1"], None, cfg) as app, \
@@ -36,6 +39,7 @@ def test_raising_challenger_is_rolled_back_on_its_first_failures_with_zero_clien
         start_rollout(app, bad)
         status = finished(app, bad.version)
         time.sleep(1.0)  # traffic keeps flowing after the rollback
+        check_report(app, status["rollout_id"], "rolled_back", tmp_path)
     assert status["phase"] == "rolled_back"
     assert "error_rate" in status["reason"] or "consecutive" in status["reason"]
     assert traffic.statuses() == {200: len(traffic.answers)}, traffic.statuses()

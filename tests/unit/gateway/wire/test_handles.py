@@ -50,8 +50,13 @@ def test_the_node_aggregator_answers_what_a_replica_sends_the_supervisor(name: s
     the supervisor: same methods, same parameters."""
     ours, theirs = getattr(DeltaAggregator, name), getattr(Supervisor, name)
     assert inspect.iscoroutinefunction(ours)
-    assert (list(inspect.signature(ours).parameters)
-            == list(inspect.signature(theirs).parameters))
+    def params(method: object) -> list[str]:
+        # Ray's tracing adds `_ray_trace_ctx` to an actor class's methods in place once the
+        # class is made remote in this process (other tests do): not part of the contract.
+        return [p for p in inspect.signature(method).parameters  # type: ignore[arg-type]
+                if p != "_ray_trace_ctx"]
+
+    assert params(ours) == params(theirs)
     assert typing.get_type_hints(RelayHandle)[name] == DECLARED[name]
 
 
