@@ -8,10 +8,21 @@ from typing import Any
 import httpx
 
 from core.errors import GatewayError
+from gateway.status_view import guard_rows, log_e_threshold, step_label, step_progress, text_bar
 
 
 class AdminError(GatewayError):
-    """The admin API refused a request or could not be reached."""
+    """The admin API refused a request or could not be reached. `status_code` is the HTTP
+    status of a refusal, None when nothing answered."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+    @property
+    def unreachable(self) -> bool:
+        """Nothing answered, or the server failed: worth retrying (a 4xx is not)."""
+        return self.status_code is None or self.status_code >= 500
 
 
 class AdminClient:
@@ -34,7 +45,16 @@ class AdminClient:
     def operate(self, op: str, reason: str = "") -> dict[str, Any]:
         return self._call("POST", f"/admin/rollout/{op}", json={"reason": reason})
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def report(self, rollout_id: str | None = None) -> str:
+        """The rollout report's HTML page (the current or last rollout's, or `rollout_id`'s)."""
+        params = {"rollout": rollout_id} if rollout_id else None
+        resp = self._request("GET", "/admin/rollout/report", params=params)
+        if not resp.headers.get("content-type", "").startswith("text/html"):
+            raise AdminError(f"{self._url}/admin/rollout/report: the answer is not a report "
+                             f"({resp.headers.get('content-type')})", resp.status_code)
+        return resp.text
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             resp = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -44,25 +64,39 @@ class AdminClient:
                 message = resp.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 message = resp.text[:200]
-            raise AdminError(f"{method} {path}: {resp.status_code} {message}")
-        return dict(resp.json())
+            raise AdminError(f"{method} {path}: {resp.status_code} {message}", resp.status_code)
+        return resp
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        resp = self._request(method, path, **kwargs)
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise AdminError(f"{self._url}{path}: the answer is not the gateway's admin API "
+                             f"(not a JSON object: {resp.text[:80]!r})", resp.status_code)
+        return body
 
     def close(self) -> None:
         self._http.close()
 
 
 def format_status(view: dict[str, Any]) -> str:
-    """A few human lines: phase, weights, models and the guards' states."""
+    """A few human lines: phase, weights, models, the step's progress towards its gate, the
+    guards' states and each guard's evidence."""
     table = view.get("table", {})
     champ, chall = view.get("champion") or {}, view.get("challenger") or {}
-    step = view.get("step")
-    steps = view.get("steps") or []
-    where = f" step {step + 1}/{len(steps)}" if step is not None and steps else ""
+    label = step_label(view)
+    where = f" {label}" if label and label != view.get("phase") else ""
     lines = [
         f"phase: {view.get('phase')}{where}   table v{table.get('version')}   "
         f"challenger weight {table.get('challenger_weight', 0):g}% ({table.get('mode')})",
         f"champion: v{champ.get('version', '-')}   challenger: v{chall.get('version', '-')}",
     ]
+    progress = _progress_line(view)
+    if progress:
+        lines.append(progress)
     holds = view.get("holds") or []
     if holds:
         lines.append(f"HELD ({', '.join(holds)}): the step clock is stopped and resumes when "
@@ -85,4 +119,32 @@ def format_status(view: dict[str, Any]) -> str:
               if r.get("signal", True)]
     if states:
         lines.append("guards: " + "  ".join(states))
+    lines.extend(_evidence_lines(view))
     return "\n".join(lines)
+
+
+def _progress_line(view: dict[str, Any]) -> str | None:
+    p = step_progress(view)
+    if p is None:
+        return None
+    return (f"progress ({view.get('phase')} at {p.weight:g}%): "
+            f"requests {p.requests_text()} {text_bar(p.requests_fraction)}   "
+            f"time {p.time_text()} {text_bar(p.time_fraction)}")
+
+
+def _evidence_lines(view: dict[str, Any]) -> list[str]:
+    """Per guard: state, value vs threshold, the test's log e-value vs where it rejects,
+    requests per arm (champion / challenger), then the guard's own words, shortened."""
+    rows = guard_rows(view, detail_width=90)
+    if not rows:
+        return []
+    limit = log_e_threshold(view)
+    head = "evidence" + (f" (a test rejects at log e {limit:.2f}):" if limit else ":")
+    width = max(len(r.guard) for r in rows)
+    lines = [head]
+    for r in rows:
+        lines.append(f"  {r.guard:<{width}}  {r.state:<12}  {r.value:<18}  "
+                     f"{r.evidence or '-':<19}  n {r.n}")
+        if r.detail:
+            lines.append(f"    {r.detail}")
+    return lines

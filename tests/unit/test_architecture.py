@@ -23,6 +23,7 @@ LIBRARIES = ("guards", "model_registry", "gpu_monitor", "gateway.report")
 SHARED = ("gateway.wire", "gateway.config", "gateway.metrics")
 PLANES = ("gateway.serving", "gateway.control")
 ENTRY = ("gateway.app", "gateway.cli", "gateway.runtime", "gateway.admin_client",
+         "gateway.watch", "gateway.status_view", "gateway.rollout_alias", "gateway.history",
          "gateway.demo")
 FIXTURES = ("tests", "model_registry.testing", "gateway.demo")
 
