@@ -103,7 +103,7 @@ class Point:
     t: float
     phase: str
     step: int | None
-    weight: float  # the challenger's share of traffic
+    weight: float  # the challenger's share of traffic, percent (as the routing table)
     verdict: str  # the verdict's state
     champion: ArmPoint
     challenger: ArmPoint
@@ -133,7 +133,7 @@ class TimelineEvent:
     t: float
     name: str  # rollout_started, loaded, step_advanced, rolled_back, promoted, held, ...
     reason: str
-    weight: float  # the challenger's share of traffic after the transition
+    weight: float  # the challenger's share of traffic after the transition, percent
     actor: str = ""
 
     def to_dict(self) -> dict[str, Any]:

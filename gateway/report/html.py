@@ -120,8 +120,8 @@ def _steps(points: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, An
     out = ['<section id="steps"><h2>Steps and events</h2>']
     if points:
         # a stable sort by time: a transition comes after the look it was decided on
-        timed = sorted([(x(p.get("t")), 100 * _f(p.get("weight"))) for p in points]
-                       + [(x(e.get("t")), 100 * _f(e.get("weight"))) for e in events],
+        timed = sorted([(x(p.get("t")), _f(p.get("weight"))) for p in points]
+                       + [(x(e.get("t")), _f(e.get("weight"))) for e in events],
                        key=lambda xy: xy[0])
         markers = [Marker(x(e.get("t")), str(e.get("name", "")),
                           f"{e.get('name', '')}: {e.get('reason', '')}") for e in events]
@@ -134,7 +134,7 @@ def _steps(points: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, An
     if events:
         rows = "\n".join(
             f"<tr><td>{escape(fmt(x(e.get('t'))))}</td><td>{escape(str(e.get('name', '')))}"
-            f"</td><td>{escape(fmt(100 * _f(e.get('weight'))))}%</td>"
+            f"</td><td>{escape(fmt(_f(e.get('weight'))))}%</td>"
             f"<td>{escape(str(e.get('actor', '')))}</td>"
             f'<td class="detail">{escape(str(e.get("reason", "")))}</td></tr>'
             for e in events)

@@ -37,14 +37,14 @@ def rollout(*, fail: bool, looks: int = 12, dt: float = 2.0, n: int = 400, seed:
     tl.event(T0, "rollout_started", "challenger alias moved to 4", 0.0)
     tl.event(T0 + 1, "loaded", "", 0.2)
     thr = judge_log_threshold(judge)
-    t, weight, step = T0 + 1, 0.2, 0
+    t, weight, step = T0 + 1, 20.0, 0  # percent, as the routing table
     for i in range(looks):
         t += dt
         if i == looks // 2:
-            weight, step = 0.5, 1
+            weight, step = 50.0, 1
             tl.event(t - dt / 2, "step_advanced", "step 1", weight)
         champion = fill(ArmWindow(), n, rng)
-        challenger = fill(ArmWindow(), int(n * weight), rng, err=0.2 if fail else 0.005,
+        challenger = fill(ArmWindow(), int(n * weight / 100), rng, err=0.2 if fail else 0.005,
                           lat_scale=1.5 if fail else 1.0, out_shift=1.0 if fail else 0.0)
         verdict = judge.observe(champion, challenger)
         run.verdicts.append(verdict)
@@ -77,7 +77,7 @@ def test_a_healthy_rollout_records_every_look_with_each_arm_and_guard() -> None:
     assert last.champion.requests == run.judge.champion.n_requests
     p50, p99 = last.champion.p50_s, last.champion.p99_s
     assert p50 is not None and p99 is not None and p50 < p99
-    assert [(p.step, p.weight) for p in points[5:7]] == [(0, 0.2), (1, 0.5)]
+    assert [(p.step, p.weight) for p in points[5:7]] == [(0, 20.0), (1, 50.0)]
     assert [e.name for e in run.timeline.events] == ["rollout_started", "loaded",
                                                      "step_advanced"]
     assert all(p.verdict != "fail" for p in points)

@@ -92,6 +92,9 @@ def test_a_rolled_back_rollout_has_every_section_and_chart() -> None:
     (d,) = re.findall(r'<path d="([^"]+)"', weights)
     ys = [float(c.split()[1]) for c in re.split(r"[ML]", d) if c.strip()]
     assert ys[0] == ys[-1] == max(ys) > min(ys)  # from 0% up, and back to 0% at the end
+    # weights are percent already (as the routing table): the step to 50% says 50%
+    promoted = " ".join(Page(render_report(rollout(fail=False).timeline.to_dict())).text)
+    assert "50%" in promoted and "5000%" not in promoted
     assert any(c.startswith("output values: PSI") for c in charts)
     text = " ".join(page.text)
     for r in tl["verdict"]["results"]:  # the verdict table names every guard with its detail
