@@ -63,6 +63,11 @@ class AdminClient:
             try:
                 message = resp.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
+                if resp.status_code == 404:
+                    # Serve's proxy, not the gateway: its app is not deployed (yet). Like no
+                    # answer at all, worth retrying.
+                    raise AdminError(f"{self._url}{path}: no gateway app there (yet): "
+                                     f"{resp.text[:120]}") from None
                 message = resp.text[:200]
             raise AdminError(f"{method} {path}: {resp.status_code} {message}", resp.status_code)
         return resp

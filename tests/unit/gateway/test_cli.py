@@ -130,6 +130,25 @@ def test_a_non_json_answer_is_not_taken_for_the_admin_api() -> None:
     assert AdminError("x", 503).unreachable and AdminError("x").unreachable
 
 
+def test_serves_own_404_before_the_app_is_deployed_is_retried_not_fatal() -> None:
+    """Serve's proxy answers 404 in plain text while the gateway app is still deploying:
+    `watch` keeps waiting (a 404 from the gateway itself is JSON and final)."""
+    import httpx
+
+    client = AdminClient("http://gw")
+    client._http = httpx.Client(base_url="http://gw", transport=httpx.MockTransport(
+        lambda request: httpx.Response(404, text="Path '/admin/rollout' not found. Ping "
+                                                 "http://.../-/routes for available routes.")))
+    with pytest.raises(AdminError, match="no gateway app there") as exc:
+        client.status()
+    assert exc.value.unreachable
+    client._http = httpx.Client(base_url="http://gw", transport=httpx.MockTransport(
+        lambda request: httpx.Response(404, json={"error": {"message": "no report"}})))
+    with pytest.raises(AdminError, match="404 no report") as exc:
+        client.report("r-1")
+    assert exc.value.status_code == 404 and not exc.value.unreachable
+
+
 # --- status views ---------------------------------------------------------------------------
 
 RESULTS = [
