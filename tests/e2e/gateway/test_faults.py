@@ -91,11 +91,16 @@ def test_slow_champion_is_censored_at_the_challenger_deadline(
         arms = Counter(r.headers["x-gateway-arm"] for r in responses)
         n_champion = arms["champion"] + 1
         windows = replica_windows(app)
-        assert windows[champion] == {"timeout": n_champion}, windows
-        assert windows.get(challenger, Counter()) == Counter(ok=arms["challenger"]), windows
+        # A challenger call slower than the 0.2 s deadline on a busy machine fails over: the
+        # champion answers it, but that retry is no sample of the champion (kept out of its
+        # window), and the challenger's window holds the timeout.
+        failovers = windows.get(challenger, Counter()).get("timeout", 0)
+        assert windows[champion] == {"timeout": n_champion - failovers}, windows
+        assert windows.get(challenger, Counter()) == Counter(
+            ok=arms["challenger"], timeout=failovers), windows
         counts = replica_counts(app)  # the real outcome is still counted
         assert counts["champion.ok"] == n_champion and "champion.timeout" not in counts, counts
-        wait_for(lambda: app.status()["requests"]["champion"] == n_champion, 10,
+        wait_for(lambda: app.status()["requests"]["champion"] == n_champion - failovers, 10,
                  "the supervisor to hold every champion observation")
 
 
