@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PACKAGES := core gateway guards model_registry gpu_monitor
 
-.PHONY: install browser demo test lint typecheck unit bench bench-serving clean
+.PHONY: install browser demo screenshots test lint typecheck unit bench bench-serving clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ browser:
 
 demo: install
 	$(VENV)/bin/gateway demo
+
+# The README's pictures (docs/img/), from the last demo's reports, drawn by chromium.
+screenshots: install browser
+	$(PY) docs/screenshots.py
 
 lint: install
 	$(VENV)/bin/ruff check $(PACKAGES) tests benchmarks

@@ -34,6 +34,12 @@ class TrafficStats:
     def p50_ms(self) -> float:
         return statistics.median(self.latencies_ms) if self.latencies_ms else 0.0
 
+    def merge(self, other: TrafficStats) -> None:
+        self.arms.update(other.arms)
+        self.versions.update(other.versions)
+        self.statuses.update(other.statuses)
+        self.latencies_ms.extend(other.latencies_ms)
+
     def add(self, answer: Answer, resp: httpx.Response | None, latency_s: float) -> None:
         self.statuses[answer.status] += 1
         if resp is None:  # a transport error: no latency, no arm
@@ -45,9 +51,11 @@ class TrafficStats:
 
 @dataclass
 class Watch:
-    """The latest admin view, refreshed while traffic runs."""
+    """The latest admin view, refreshed while traffic runs, and the last one taken during
+    the canary (what `gateway watch` would have shown mid-rollout)."""
 
     view: dict[str, Any] = field(default_factory=dict)
+    canary_view: dict[str, Any] | None = None
 
 
 async def drive(base_url: str, max_s: float, rate: float, stats: TrafficStats,
@@ -79,6 +87,8 @@ async def _poll(client: httpx.AsyncClient, watch: Watch, headers: dict[str, str]
                 stats: TrafficStats) -> None:
     while True:
         watch.view = await _view(client, headers) or watch.view
+        if watch.view.get("phase") == "canary" and watch.view.get("verdict"):
+            watch.canary_view = watch.view
         _line(watch.view, stats)
         await asyncio.sleep(0.5)
 

@@ -8,10 +8,12 @@ live traffic and shows what each arm served.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -125,19 +127,27 @@ def run_demo(duration_s: float = 60.0, rate: float = 50.0, port: int = 8000) -> 
         headers = {"authorization": f"Bearer {token}"}
         acts = ((faulty, "rolled_back", "act 1: a faulty challenger"),
                 (good, "promoted", "act 2: a good challenger"))
-        results = []
+        outcomes: list[ActOutcome] = []
         stats = TrafficStats()
         for ref, goal, title in acts:
             _step(f"{title}: pointing the challenger alias at v{ref.version}; "
                   f"{rate:g} req/s of live traffic")
             registry.set_alias(CHALLENGER, ref.version, actor="demo", reason=title)
-            watch = asyncio.run(drive(base, duration_s, rate, stats, admin_headers=headers,
+            act_stats = TrafficStats()
+            watch = asyncio.run(drive(base, duration_s, rate, act_stats, admin_headers=headers,
                                       done=_ended(ref.version)))
+            stats.merge(act_stats)
             view = watch.view
-            results.append(view.get("phase") == goal)
             print(f"  -> {view.get('phase')}: {view.get('reason') or '-'}")
-        _summary(stats, registry)
-        ok = all(results) and stats.errors == 0
+            report = _save_report(base, token, view.get("rollout_id"), watch.canary_view)
+            if report is not None:
+                print(f"  report: {report} (open it in a browser; also in the rollout's "
+                      "MLflow run)")
+            outcomes.append(ActOutcome(title, ref.version, str(view.get("phase")), goal,
+                                       str(view.get("reason") or ""), act_stats.sent,
+                                       act_stats.errors, report))
+        _summary(stats, registry, outcomes)
+        ok = all(o.as_expected for o in outcomes) and stats.errors == 0
         teardown(cfg)
     finally:
         import ray
@@ -157,8 +167,57 @@ def _ended(version: str) -> Callable[[dict[str, Any]], bool]:
     return done
 
 
-def _summary(stats: TrafficStats, registry: ModelRegistry) -> None:
+@dataclass(frozen=True)
+class ActOutcome:
+    title: str
+    version: str
+    outcome: str
+    expected: str
+    reason: str
+    requests: int
+    client_errors: int
+    report: Path | None
+
+    @property
+    def as_expected(self) -> bool:
+        return self.outcome == self.expected
+
+
+def _save_report(base: str, token: str, rollout_id: Any,
+                 canary_view: dict[str, Any] | None) -> Path | None:
+    """The act's rollout report, from the admin API, under .gateway/reports/ (with the
+    admin view seen mid-canary, for `docs/screenshots.py`)."""
+    if not rollout_id:
+        return None
+    from gateway.admin_client import AdminClient, AdminError
+
+    client = AdminClient(base, token, timeout_s=60.0, actor="demo")
+    try:
+        page = client.report(str(rollout_id))
+    except AdminError as exc:
+        print(f"  (no report: {exc})")
+        return None
+    finally:
+        client.close()
+    path = Path(".gateway/reports") / f"{rollout_id}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    if canary_view is not None:
+        path.with_suffix(".canary.json").write_text(json.dumps(canary_view), encoding="utf-8")
+    return path
+
+
+def _summary(stats: TrafficStats, registry: ModelRegistry,
+             outcomes: list[ActOutcome]) -> None:
     print()
+    print("  act                          challenger  outcome      requests  client errors")
+    for o in outcomes:
+        mark = "" if o.as_expected else f"  (expected {o.expected})"
+        print(f"  {o.title[:28]:<28} v{o.version:<10} {o.outcome:<12} {o.requests:>8}  "
+              f"{o.client_errors:>13}{mark}")
+        print(f"    why: {_short(o.reason, 100)}")
+        if o.report is not None:
+            print(f"    report: {o.report}")
     print(f"  requests: {stats.sent}   non-2xx answers: {stats.errors}   "
           f"p50 latency: {stats.p50_ms():.1f} ms")
     print("  answers by model version: "
@@ -167,3 +226,8 @@ def _summary(stats: TrafficStats, registry: ModelRegistry) -> None:
           + ", ".join(f"{a} -> v{v}" for a, v in sorted(registry.aliases().items())))
     print("  audit trail: .gateway/audit.jsonl; rollout runs: MLflow experiment "
           "'champion-gateway-rollouts'")
+
+
+def _short(text: str, limit: int) -> str:
+    text = " ".join(text.split()) or "-"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
