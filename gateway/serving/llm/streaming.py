@@ -23,10 +23,14 @@ class StopFilter:
         if self.stopped:
             return ""
         buf = self._held + text
-        hits = [i for i in (buf.find(s) for s in self._stops) if i >= 0]
+        # The stop sequence that completes first ends the text, as a generation engine that
+        # checks after every token would: a longer one that began earlier but would
+        # complete later never gets the chance. Judging by completion makes the result the
+        # same however the text is split into pieces (ties: the one that began first).
+        hits = [(i + len(s), i) for s in self._stops if (i := buf.find(s)) >= 0]
         if hits:
             self.stopped, self._held = True, ""
-            return buf[:min(hits)]
+            return buf[:min(hits)[1]]
         keep = self._partial_suffix(buf)
         self._held = buf[len(buf) - keep:] if keep else ""
         return buf[:len(buf) - keep]

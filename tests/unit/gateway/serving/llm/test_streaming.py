@@ -41,6 +41,12 @@ def test_stop_filter_releases_held_text_that_was_no_stop() -> None:
     assert _run_filter(("END",), ["the EN"]) == ("the EN", False)
 
 
+def test_the_stop_that_completes_first_ends_the_text() -> None:
+    # "c" completes before "bca" would: the text ends before "c", however it is split
+    assert _run_filter(("c", "bca"), ["b", "c", "a"]) == ("b", True)
+    assert _run_filter(("c", "bca"), ["bca"]) == ("b", True)
+
+
 def test_stop_filter_cuts_at_the_earliest_stop() -> None:
     assert _run_filter(("c", "b"), ["a", "bc"]) == ("a", True)
     assert _run_filter(("x",), ["x at start"]) == ("", True)
@@ -54,8 +60,10 @@ def test_stop_filter_equals_cutting_the_whole_text(text: str, stops: list[str],
                                                    cuts: list[int]) -> None:
     bounds = sorted({0, len(text), *(min(c, len(text)) for c in cuts)})
     pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-    expected = text[:min(hits)] if hits else text
+    # the whole text cut before the stop sequence that completes first (ties: the one
+    # that began first), however the pieces fall
+    hits = [(i + len(s), i) for s in stops if (i := text.find(s)) >= 0]
+    expected = text[:min(hits)[1]] if hits else text
     assert _run_filter(tuple(stops), pieces) == (expected, bool(hits))
 
 
