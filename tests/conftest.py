@@ -43,9 +43,10 @@ def _own_direct_ingress_ports() -> None:
              + index) % blocks
     for protocol, base in (("HTTP", 20000), ("GRPC", 41000)):
         low = base + block * width
-        os.environ.setdefault(f"RAY_SERVE_DIRECT_INGRESS_MIN_{protocol}_PORT", str(low))
-        os.environ.setdefault(f"RAY_SERVE_DIRECT_INGRESS_MAX_{protocol}_PORT",
-                              str(low + width - 1))
+        # Assigned, not defaulted: xdist's workers inherit the environment of the
+        # controller process, which imported this file first (as "gw0").
+        os.environ[f"RAY_SERVE_DIRECT_INGRESS_MIN_{protocol}_PORT"] = str(low)
+        os.environ[f"RAY_SERVE_DIRECT_INGRESS_MAX_{protocol}_PORT"] = str(low + width - 1)
 
 
 _own_direct_ingress_ports()
