@@ -11,15 +11,11 @@ from typing import Any
 
 from core.errors import GatewayError
 from model_registry.errors import redact_uri
-from model_registry.refs import CHALLENGER, CHAMPION
+from model_registry.refs import CHALLENGER, CHAMPION, REASON_TAG, VERDICT_TAG
 from model_registry.tracking import DB_FILE, GATEWAY_DIR, TRACKING_URI_ENV, sqlite_path
 
 __all__ = ["RolloutCommandError", "abort_rollout", "cli_tracking_uri", "start_rollout"]
 
-# The version tag the supervisor writes when it judges a version (gateway.control.store),
-# repeated here so the CLI need not import the control plane (numpy, the state machine).
-VERDICT_TAG = "gateway.verdict"
-REASON_TAG = "gateway.reason"
 
 
 class RolloutCommandError(GatewayError):

@@ -9,6 +9,9 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
 KNOWN_ALIASES = (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION)
+# Version tags the gateway writes when it judges a version (and the CLI reads).
+VERDICT_TAG = "gateway.verdict"
+REASON_TAG = "gateway.reason"
 
 
 @dataclass(frozen=True)

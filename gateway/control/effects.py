@@ -33,7 +33,7 @@ from guards.context import ResourceReadings
 from guards.results import Action
 from guards.verdict import Verdict
 from guards.window import ArmWindow
-from model_registry.refs import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
+from model_registry.refs import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, REASON_TAG
 
 __all__ = ["EffectRunner"]
 
@@ -250,7 +250,7 @@ class EffectRunner:
 
     def _tag(self, version: str, verdict: str, reason: str) -> None:
         self._registry.set_version_tag(version, VERDICT_TAG, verdict)
-        self._registry.set_version_tag(version, "gateway.reason", reason[:4000])
+        self._registry.set_version_tag(version, REASON_TAG, reason[:4000])
         self._registry.set_version_tag(version, "gateway.decided_at",
                                        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 

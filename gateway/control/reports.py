@@ -55,9 +55,8 @@ class RolloutReports:
                             verdict=event.verdict)
             self._end(rid, timeline)
             return timeline.to_dict()
-        if new.phase in TERMINAL:  # after the end (restored, released): update the record
-            timeline.meta["outcome"] = (event.name if event.name == "restored"
-                                        else timeline.meta["outcome"])
+        if event.name == "restored":  # rolled back after its promotion: the record says so
+            timeline.meta["outcome"] = "restored"
         return None
 
     def on_look(self, state: ro.RolloutState, weight: float, judge: Judge, verdict: Verdict,

@@ -16,7 +16,7 @@ from typing import Any
 from core.logs import get_logger
 from gateway.control import rollout as ro
 from gateway.control.ports import RolloutRegistry
-from model_registry.refs import ModelRef
+from model_registry.refs import VERDICT_TAG, ModelRef
 
 __all__ = [
     "JUDGE_TAG",
@@ -30,7 +30,6 @@ __all__ = [
 log = get_logger(__name__)
 
 STATE_TAG = "gateway.rollout_state"
-VERDICT_TAG = "gateway.verdict"
 JUDGE_TAG = "gateway.judge_state"
 
 
