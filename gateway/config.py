@@ -130,8 +130,21 @@ class DeploymentResources:
 
 
 @dataclass(frozen=True)
+class BatchingConfig:
+    """Dynamic batching in the model slots (torch and pyfunc models; vLLM batches itself):
+    concurrent `/v1/predict` requests to a replica share one model call, of at most
+    `max_batch_size` requests, gathered for at most `batch_wait_timeout_s` after the first.
+    Each request keeps its own answer, latency and outcome."""
+
+    max_batch_size: int = bounded(16, ge=1, le=4096)
+    batch_wait_timeout_s: float = bounded(0.002, ge=0.0, le=10.0)
+
+
+@dataclass(frozen=True)
 class SlotsConfig(DeploymentResources):
     health_check_timeout_s: float = bounded(60.0, gt=0.0)
+    # Absent (the default): every request is its own model call.
+    batching: BatchingConfig | None = None
     # require: a version with neither a signature nor an input example (nothing to call it
     # with before traffic) fails to load; allow_unchecked serves it without a health check.
     health_check: HealthCheckMode = "require"

@@ -38,6 +38,25 @@ class FailingModel(PythonModel):
         raise RuntimeError("injected model failure")
 
 
+class PoisonRowModel(PythonModel):
+    """One output per row (the row's sum times `a`), at a cost per call rather than per row
+    (`delay_s` each call, as a GPU's forward pass), and raising when any row starts with
+    `poison`: the model of a batch that one bad row breaks."""
+
+    def __init__(self, a: float = 1.0, poison: float = 13.0, delay_s: float = 0.0) -> None:
+        self.a, self.poison, self.delay_s = float(a), float(poison), float(delay_s)
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        import time
+
+        if self.delay_s > 0:
+            time.sleep(self.delay_s)
+        values = np.asarray(model_input, dtype=np.float64)
+        if (values[:, 0] == self.poison).any():
+            raise ValueError(f"poisoned row (first value {self.poison})")
+        return values.sum(axis=1) * self.a
+
+
 @dataclass(frozen=True)
 class LoggedModelInfo:
     model_uri: str  # models:/<model_id>

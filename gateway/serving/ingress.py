@@ -32,6 +32,7 @@ from gateway.serving.calls import (
 from gateway.serving.feedback import parse_feedback
 from gateway.serving.flushtimer import FlushTimer
 from gateway.serving.http import (
+    app_path,
     check_bearer,
     check_sticky_key,
     clean_actor,
@@ -84,7 +85,11 @@ class Ingress:
         # unauthenticated admin was not explicitly allowed.
         self._token = self._cfg.admin_token()
         slots = {"a": slot_a, "b": slot_b}
-        self._handles = {method: {s: h.options(method_name=method) for s, h in slots.items()}
+        # With slots.batching, /v1/predict goes to the slots' batching entry point.
+        slot_method = {"predict": "predict" if self._cfg.slots.batching is None
+                       else "predict_batched", "generate": "generate"}
+        self._handles = {method: {s: h.options(method_name=slot_method[method])
+                                  for s, h in slots.items()}
                          for method in ("predict", "generate")}
         stream_handles = {s: h.options(method_name="stream", stream=True)
                           for s, h in slots.items()}
@@ -145,9 +150,10 @@ class Ingress:
         if problem is not None:
             status, header, message = problem
             return error_response(status, "header_too_large", message, field=header or None)
-        handler = self._routes.get((request.method, request.url.path))
+        path = app_path(request)
+        handler = self._routes.get((request.method, path))
         if handler is None:
-            return self._no_route(request)
+            return self._no_route(request, path)
         try:
             check_sticky_key(request.headers.get(self._sticky_header), self._sticky_header)
             return await handler(request)
@@ -155,13 +161,13 @@ class Ingress:
             return error_response(exc.status, "invalid_request", str(exc),
                                   request_id_of(request), exc.field)
 
-    def _no_route(self, request: Request) -> Response:
-        methods = sorted(m for (m, p) in self._routes if p == request.url.path)
+    def _no_route(self, request: Request, path: str) -> Response:
+        methods = sorted(m for (m, p) in self._routes if p == path)
         if methods:
             return error_response(405, "method_not_allowed",
-                                  f"{request.method} {request.url.path}: use {', '.join(methods)}",
+                                  f"{request.method} {path}: use {', '.join(methods)}",
                                   headers={"allow": ", ".join(methods)})
-        return error_response(404, "not_found", f"no route for {request.url.path}")
+        return error_response(404, "not_found", f"no route for {path}")
 
     # --- inference -------------------------------------------------------------------
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ray import serve
@@ -21,6 +22,7 @@ from core.errors import InputError
 from core.logs import get_logger
 from gateway.config import GatewayConfig, parse_config
 from gateway.serving.backends import Backend, NothingToCheck, make_backend, memory_profile
+from gateway.serving.backends.batching import Batcher, BatchingBackend, Prepared, Result
 from gateway.serving.backends.common import flavors, model_metadata
 from gateway.serving.llm.generation import GenerationRequest
 from gateway.serving.tablewatch import TableWatcher
@@ -104,6 +106,14 @@ class ModelServer:
         self._textgen: Any = None
         self._error: str | None = None
         self._usage_task: asyncio.Future[None] | None = None
+        self._batcher: Batcher | None = None
+        self._batches: Counter[int] = Counter()  # requests answered, by their batch's size
+        if self._cfg.slots.batching is not None:
+            # Serve's batch decorator takes its sizes at class definition; these setters
+            # (on the decorated method) apply the configured ones.
+            gather: Any = self._gather
+            gather.set_max_batch_size(self._cfg.slots.batching.max_batch_size)
+            gather.set_batch_wait_timeout_s(self._cfg.slots.batching.batch_wait_timeout_s)
         table = RoutingTable.from_dict(initial_table)
         self._sup = get_supervisor(self._cfg.control.supervisor_name, self._cfg.control.namespace)
         self._watcher = TableWatcher(self._sup, table,
@@ -188,6 +198,33 @@ class ModelServer:
                           input_summary=pred.input_summary, tokens_in=pred.tokens_in,
                           tokens_out=pred.tokens_out, busy_s=time.perf_counter() - start)
 
+    async def predict_batched(self, inputs: Any) -> SlotReply:
+        """`predict` with dynamic batching (`slots.batching`; the ingress calls this method
+        instead when it is configured): the request is checked on its own (bad input is its
+        own 4xx), then waits up to the batch timeout for others to share one model call."""
+        backend, ref = self._backend, self._ref
+        if backend is None or ref is None or not isinstance(backend, BatchingBackend):
+            return self.predict(inputs)  # nothing to run, or an engine that batches itself
+        try:
+            item = backend.prepare(inputs)
+        except InputError as exc:
+            return _client_error(exc)
+        except Exception as exc:
+            return _model_failed(ref, exc)
+        return await self._gather(_Call(self._batcher_for(backend), ref, item))
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def _gather(self, calls: list[_Call]) -> list[SlotReply]:
+        # The model runs off the event loop, which meanwhile gathers the next batch.
+        replies = await asyncio.to_thread(run_calls, calls)
+        self._batches.update(r.batch_size for r in replies if isinstance(r, SlotAnswer))
+        return replies
+
+    def _batcher_for(self, backend: BatchingBackend) -> Batcher:
+        if self._batcher is None or self._batcher.backend is not backend:
+            self._batcher = Batcher(backend)
+        return self._batcher
+
     async def generate(self, req: GenerationRequest) -> SlotReply:
         """One whole text generation (OpenAI endpoints without `stream`)."""
         gen, ref = self._textgen, self._ref
@@ -231,7 +268,44 @@ class ModelServer:
     def describe(self) -> dict[str, Any]:
         return {"slot": self._slot, "replica": self._replica_id, "pid": os.getpid(),
                 "model": self._ref.to_dict() if self._ref else None,
-                "healthy": self._backend is not None, "error": self._error}
+                "healthy": self._backend is not None, "error": self._error,
+                "batch_sizes": {str(k): n for k, n in sorted(self._batches.items())}}
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One request waiting for a batch: the batcher of the model it was checked against."""
+
+    batcher: Batcher
+    ref: ModelRef
+    item: Prepared
+
+
+def run_calls(calls: list[_Call]) -> list[SlotReply]:
+    """Run a gathered batch; each request gets its own reply. The calls of one batch share a
+    model unless the slot changed model while they waited (then one run per model)."""
+    replies: list[SlotReply | None] = [None] * len(calls)
+    by_model: dict[int, list[int]] = {}
+    for i, call in enumerate(calls):
+        by_model.setdefault(id(call.batcher), []).append(i)
+    for idx in by_model.values():
+        first = calls[idx[0]]
+        results = first.batcher.run([calls[i].item for i in idx])
+        for i, res in zip(idx, results, strict=True):
+            replies[i] = _reply(calls[i].ref, res)
+    return [r for r in replies if r is not None]
+
+
+def _reply(ref: ModelRef, res: Result) -> SlotReply:
+    if res.prediction is None:
+        if isinstance(res.error, InputError):
+            return _client_error(res.error)
+        return _model_failed(ref, res.error if isinstance(res.error, Exception)
+                             else RuntimeError(str(res.error)))
+    pred = res.prediction
+    return SlotAnswer(pred.outputs, _served(ref), output_summary=pred.output_summary,
+                      input_summary=pred.input_summary, tokens_in=pred.tokens_in,
+                      tokens_out=pred.tokens_out, busy_s=res.busy_s, batch_size=res.batch_size)
 
 
 def _served(ref: ModelRef) -> ServedModel:

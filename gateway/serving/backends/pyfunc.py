@@ -6,6 +6,7 @@ from typing import Any
 
 from core.errors import ModelLoadError
 from gateway.serving.backends.base import Prediction
+from gateway.serving.backends.batching import RECORDS, Prepared, tensor_item
 from gateway.serving.backends.common import (
     FROM_EXAMPLE,
     FROM_PROMPT,
@@ -70,17 +71,30 @@ class PyfuncBackend:
         raise nothing_to_check(ref)
 
     def predict(self, inputs: Any) -> Prediction:
+        item = self.prepare(inputs)
+        return self.prediction(item, to_jsonable(self.call_model(item.data)))
+
+    def prepare(self, inputs: Any) -> Prepared:
+        """Check and coerce one request's inputs (`BatchingBackend`). Records share a call;
+        tensors when the signature leaves the first axis free (the batch axis); a model
+        without a signature takes what it is sent, alone."""
         if self._model is None:
             raise ModelLoadError("no model loaded")
-        data: Any = inputs
         if isinstance(self._spec, TensorInput):
-            data = coerce_tensor(inputs, self._spec, self._max_batch)
-        elif isinstance(self._spec, ColumnInput):
-            data = coerce_columns(inputs, self._spec, self._max_batch)
-        outputs = to_jsonable(self._run(data))
+            arr = coerce_tensor(inputs, self._spec, self._max_batch)
+            return tensor_item(arr, bool(self._spec.shape) and self._spec.shape[0] == -1)
+        if isinstance(self._spec, ColumnInput):
+            records = coerce_columns(inputs, self._spec, self._max_batch)
+            return Prepared(records, len(records), RECORDS)
+        return Prepared(inputs, 1, None)
+
+    def call_model(self, data: Any) -> Any:
+        return self._run(data)
+
+    def prediction(self, item: Prepared, outputs: Any) -> Prediction:
         return Prediction(outputs=outputs, output_summary=summarize(outputs),
-                          input_summary=summarize(data) if isinstance(self._spec, TensorInput)
-                          else None)
+                          input_summary=summarize(item.data)
+                          if isinstance(self._spec, TensorInput) else None)
 
     def _run(self, data: Any) -> Any:
         if isinstance(self._spec, ColumnInput):

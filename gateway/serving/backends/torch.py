@@ -7,6 +7,7 @@ from typing import Any
 
 from core.errors import InputError, ModelLoadError
 from gateway.serving.backends.base import Prediction
+from gateway.serving.backends.batching import Prepared, tensor_item
 from gateway.serving.backends.common import (
     FROM_EXAMPLE,
     FROM_SIGNATURE,
@@ -71,15 +72,27 @@ class TorchBackend:
         run_health_check(ref, FROM_EXAMPLE, lambda: self._run(_as_float_array(example)))
 
     def predict(self, inputs: Any) -> Prediction:
+        item = self.prepare(inputs)
+        return self.prediction(item, to_jsonable(self.call_model(item.data)))
+
+    def prepare(self, inputs: Any) -> Prepared:
+        """Check and coerce one request's inputs (`BatchingBackend`); rows on axis 0."""
         if self._model is None:
             raise ModelLoadError("no model loaded")
         if isinstance(self._spec, TensorInput):
             arr = coerce_tensor(inputs, self._spec, self._max_batch)
+            batchable = bool(self._spec.shape) and self._spec.shape[0] == -1
         else:
             arr = _as_float_array(inputs)
-        outputs = to_jsonable(self._run(arr))
+            batchable = True  # a torch module takes its batch on the first axis
+        return tensor_item(arr, batchable)
+
+    def call_model(self, data: Any) -> Any:
+        return self._run(data)
+
+    def prediction(self, item: Prepared, outputs: Any) -> Prediction:
         return Prediction(outputs=outputs, output_summary=summarize(outputs),
-                          input_summary=summarize(arr))
+                          input_summary=summarize(item.data))
 
     def _run(self, arr: Any) -> Any:
         import torch
