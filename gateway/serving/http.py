@@ -43,6 +43,17 @@ MAX_STICKY_KEY = 256  # the sticky routing key (routing.sticky_header)
 MAX_ACTOR = 64  # x-gateway-actor (admin), written to the audit trail
 
 
+def app_path(request: Request) -> str:
+    """The request's path within the app: Serve mounts an app under its route prefix (the
+    ASGI `root_path`), so a gateway deployed at `/fraud` serves `/fraud/v1/predict` as
+    `/v1/predict`."""
+    path = request.url.path
+    root = (request.scope.get("root_path") or "").rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root):] or "/"
+    return path
+
+
 def json_response(payload: Any, status: int = 200,
                   headers: dict[str, str] | None = None) -> Response:
     body = json.dumps(payload, separators=(",", ":")).encode()

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from core.errors import InputError
 from gateway.serving.http import (
+    app_path,
     MAX_HEADER_BYTES,
     MAX_HEADER_COUNT,
     MAX_JSON_DEPTH,
@@ -183,3 +184,17 @@ def test_guard_passes_other_scopes_through() -> None:
 
     asyncio.run(HeaderGuard(app)({"type": "lifespan"}, None, None))  # type: ignore[arg-type]
     assert calls == ["lifespan"]
+
+
+@pytest.mark.parametrize(("root", "path", "expected"), [
+    ("", "/v1/predict", "/v1/predict"),
+    ("/fraud", "/fraud/v1/predict", "/v1/predict"),
+    ("/fraud/", "/fraud/v1/predict", "/v1/predict"),
+    ("/fraud", "/fraud", "/"),
+    ("/fraud", "/frauds/v1/predict", "/frauds/v1/predict"),  # not under the prefix
+    ("/", "/v1/predict", "/v1/predict"),
+])
+def test_app_path_is_relative_to_the_route_prefix(root: str, path: str, expected: str) -> None:
+    scope = {"type": "http", "method": "POST", "path": path, "root_path": root,
+             "headers": [], "query_string": b""}
+    assert app_path(Request(scope)) == expected
