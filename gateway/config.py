@@ -133,8 +133,10 @@ class DeploymentResources:
 class BatchingConfig:
     """Dynamic batching in the model slots (torch and pyfunc models; vLLM batches itself):
     concurrent `/v1/predict` requests to a replica share one model call, of at most
-    `max_batch_size` requests, gathered for at most `batch_wait_timeout_s` after the first.
-    Each request keeps its own answer, latency and outcome."""
+    `max_batch_size` requests. A batch forms when the model is free, from every request
+    that waited meanwhile; `batch_wait_timeout_s` only holds a lone request back (from its
+    arrival) while the model is idle (`gateway.serving.batchqueue`). Each request keeps its
+    own answer, latency and outcome."""
 
     max_batch_size: int = bounded(16, ge=1, le=4096)
     batch_wait_timeout_s: float = bounded(0.002, ge=0.0, le=10.0)

@@ -24,6 +24,7 @@ from gateway.config import GatewayConfig, parse_config
 from gateway.serving.backends import Backend, NothingToCheck, make_backend, memory_profile
 from gateway.serving.backends.batching import Batcher, BatchingBackend, Prepared, Result
 from gateway.serving.backends.common import flavors, model_metadata
+from gateway.serving.batchqueue import BatchQueue
 from gateway.serving.llm.generation import GenerationRequest
 from gateway.serving.tablewatch import TableWatcher
 from gateway.wire.handles import get_supervisor
@@ -108,12 +109,9 @@ class ModelServer:
         self._usage_task: asyncio.Future[None] | None = None
         self._batcher: Batcher | None = None
         self._batches: Counter[int] = Counter()  # requests answered, by their batch's size
-        if self._cfg.slots.batching is not None:
-            # Serve's batch decorator takes its sizes at class definition; these setters
-            # (on the decorated method) apply the configured ones.
-            gather: Any = self._gather
-            gather.set_max_batch_size(self._cfg.slots.batching.max_batch_size)
-            gather.set_batch_wait_timeout_s(self._cfg.slots.batching.batch_wait_timeout_s)
+        batching = self._cfg.slots.batching
+        self._queue: BatchQueue[_Call, SlotReply] | None = None if batching is None else \
+            BatchQueue(self._run_batch, batching.max_batch_size, batching.batch_wait_timeout_s)
         table = RoutingTable.from_dict(initial_table)
         self._sup = get_supervisor(self._cfg.control.supervisor_name, self._cfg.control.namespace)
         self._watcher = TableWatcher(self._sup, table,
@@ -211,11 +209,12 @@ class ModelServer:
             return _client_error(exc)
         except Exception as exc:
             return _model_failed(ref, exc)
-        return await self._gather(_Call(self._batcher_for(backend), ref, item))
+        if self._queue is None:  # called directly, without slots.batching: a batch of one
+            self._queue = BatchQueue(self._run_batch, 1, 0.0)
+        return await self._queue.submit(_Call(self._batcher_for(backend), ref, item))
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
-    async def _gather(self, calls: list[_Call]) -> list[SlotReply]:
-        # The model runs off the event loop, which meanwhile gathers the next batch.
+    async def _run_batch(self, calls: list[_Call]) -> list[SlotReply]:
+        # The model runs off the event loop, which meanwhile queues the next batch.
         replies = await asyncio.to_thread(run_calls, calls)
         self._batches.update(r.batch_size for r in replies if isinstance(r, SlotAnswer))
         return replies
