@@ -13,6 +13,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from gateway.serving.backends import Backend, NothingToCheck, make_backend, memo
 from gateway.serving.backends.batching import Batcher, BatchingBackend, Prepared, Result
 from gateway.serving.backends.common import flavors, model_metadata
 from gateway.serving.batchqueue import BatchQueue
+from gateway.serving.llm.coalesce import STREAM_AHEAD, chunk_dict, close_source, coalesce
 from gateway.serving.llm.generation import GenerationRequest
 from gateway.serving.tablewatch import TableWatcher
 from gateway.wire.handles import get_supervisor
@@ -34,7 +36,7 @@ from gateway.wire.replies import (
     SlotAnswer,
     SlotError,
     SlotReply,
-    StreamChunk,
+    StreamChunks,
     StreamItem,
     StreamStart,
 )
@@ -243,20 +245,31 @@ class ModelServer:
     async def stream(self, req: GenerationRequest) -> AsyncIterator[StreamItem]:
         """Chunks as they are generated. The first item carries the model and the first
         chunk together (`StreamStart`), so a failure before the first token raises to the
-        caller (which then fails over); a client error is the first and only item."""
+        caller (which then fails over); a client error is the first and only item.
+
+        Later chunks go as `StreamChunks`: each time Ray asks for the next item, all the
+        chunks generated since (at least one: it waits only when none is) go as one Ray
+        object, so a backlog costs one message, not one per chunk, and no chunk waits for
+        company. The model runs at most `STREAM_AHEAD` chunks ahead of a slow reader; a
+        failure after the first token raises after the chunks before it; the caller going
+        away closes the model's stream."""
         gen, ref = self._textgen, self._ref
         if gen is None or ref is None:
             yield self._not_text()
             return
         chunks = gen.stream(req)
         try:
-            first = await chunks.__anext__()
-        except InputError as exc:
-            yield _client_error(exc)
-            return
-        yield StreamStart(_served(ref), asdict(first))
-        async for chunk in chunks:
-            yield StreamChunk(asdict(chunk))
+            try:
+                first = await chunks.__anext__()
+            except InputError as exc:
+                yield _client_error(exc)
+                return
+            yield StreamStart(_served(ref), chunk_dict(first))
+            async with aclosing(coalesce(chunks, STREAM_AHEAD)) as batches:
+                async for batch in batches:
+                    yield StreamChunks(tuple(map(chunk_dict, batch)))
+        finally:  # also when closed at the first item, before `coalesce` owns the stream
+            await close_source(chunks)
 
     def _not_text(self) -> SlotError:
         what = f"model {self._ref.name} version {self._ref.version}" if self._ref else \

@@ -1,9 +1,11 @@
 """OpenAI-compatible endpoints of the ingress: `/v1/completions`, `/v1/chat/completions`.
 
 Routed by the same table as `/v1/predict`. Streams (`stream: true`) are passed through from
-the chosen arm chunk by chunk, without buffering; a challenger that fails before its first
-token is replaced by the champion, invisibly. Every answer is measured (TTFT, time per output
-token, tokens) and a sample is scored for hallucination off the request path.
+the chosen arm without buffering: each item the slot sends (one chunk, or the chunks that
+were already waiting together) goes on at once as one ASGI message of one event per chunk;
+a challenger that fails before its first token is replaced by the champion, invisibly. Every
+answer is measured (TTFT, time per output token, tokens) and a sample is scored for
+hallucination off the request path.
 
 `OpenAIRoutes` is held by the Ingress and uses it only through `IngressServices`.
 """
@@ -47,7 +49,13 @@ from gateway.serving.llm.openai_format import (
 )
 from gateway.serving.llm.openai_parse import parse_chat, parse_completion
 from gateway.serving.llm.streaming import StreamTally
-from gateway.wire.replies import CallOutcome, SlotError, StreamChunk, StreamStart
+from gateway.wire.replies import (
+    CallOutcome,
+    SlotError,
+    StreamChunk,
+    StreamChunks,
+    StreamStart,
+)
 from gateway.wire.routing import Arm, RoutingTable
 from guards.window import Observation, Outcome
 
@@ -233,9 +241,15 @@ class OpenAIRoutes:
             yield sse(self._chunk(req, GenerationChunk(**first.chunk), name, rid, created,
                                   first=True))
             async for item in stream:
-                chunk = GenerationChunk(**_later_chunk(item))
-                tally.add(chunk, time.perf_counter())
-                yield sse(self._chunk(req, chunk, name, rid, created))
+                # The chunks of one item arrived together: one ASGI message for all their
+                # events (the client still sees one event per chunk).
+                now, events = time.perf_counter(), []
+                for raw in _later_chunks(item):
+                    chunk = GenerationChunk(**raw)
+                    tally.add(chunk, now)
+                    events.append(sse(self._chunk(req, chunk, name, rid, created)))
+                if events:
+                    yield b"".join(events)
             if req.include_usage:
                 yield sse(usage_chunk(req.kind, tally.prompt_tokens, tally.tokens, name,
                                       rid, created))
@@ -281,10 +295,13 @@ class OpenAIRoutes:
                 rate=champion if arm is Arm.CHAMPION else challenger)
 
 
-def _later_chunk(item: object) -> dict[str, Any]:
-    """The chunk of a stream's item after the first (anything else breaks the stream, which
-    is observed as a server error)."""
-    if not isinstance(item, StreamChunk):
-        raise TypeError(f"a stream's later items must be StreamChunks, "
-                        f"not {type(item).__name__}")
-    return item.chunk
+def _later_chunks(item: object) -> tuple[dict[str, Any], ...]:
+    """The chunks of a stream's item after the first: a `StreamChunk`'s one, or a
+    `StreamChunks`' several (anything else breaks the stream, which is observed as a server
+    error)."""
+    if isinstance(item, StreamChunks):
+        return item.chunks
+    if isinstance(item, StreamChunk):
+        return (item.chunk,)
+    raise TypeError(f"a stream's later items must be StreamChunks or StreamChunk, "
+                    f"not {type(item).__name__}")

@@ -15,6 +15,7 @@ from gateway.wire.replies import (
     SlotError,
     SlotReply,
     StreamChunk,
+    StreamChunks,
     StreamItem,
     StreamStart,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "SlotError",
     "SlotReply",
     "StreamChunk",
+    "StreamChunks",
     "StreamItem",
     "StreamStart",
     "SupervisorHandle",

@@ -2,7 +2,8 @@
 
 A slot never raises for bad input or a failed model: `predict` and `generate` return a
 `SlotReply` (a `SlotAnswer`, or a `SlotError` naming its `CallOutcome`). `stream` yields a
-`StreamStart` (the model and the first chunk), then `StreamChunk`s, or a `SlotError` as its
+`StreamStart` (the model and the first chunk), then `StreamChunk`s or `StreamChunks` (the
+chunks that were waiting together, one Ray object for several), or a `SlotError` as its
 first and only item. A chunk stays a plain dict (`GenerationChunk` fields): its type belongs
 to the serving plane, which this package may not import.
 
@@ -99,4 +100,12 @@ class StreamChunk:
     chunk: dict[str, Any]
 
 
-StreamItem = StreamStart | StreamChunk | SlotError
+@dataclass(frozen=True, slots=True)
+class StreamChunks:
+    """Later chunks that were waiting together, in order: one item (one Ray object) for
+    all of them, so a backlog does not cost a Ray message per chunk."""
+
+    chunks: tuple[dict[str, Any], ...]
+
+
+StreamItem = StreamStart | StreamChunk | StreamChunks | SlotError

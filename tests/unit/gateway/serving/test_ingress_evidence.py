@@ -33,6 +33,7 @@ from gateway.wire.replies import (
     SlotAnswer,
     SlotError,
     StreamChunk,
+    StreamChunks,
     StreamItem,
     StreamStart,
 )
@@ -66,6 +67,10 @@ class Response:
         self.cancelled = True
 
 
+# A stream's last chunk (a `StreamChunk` after the first, unless a test says otherwise).
+LAST: dict[str, Any] = {"text": " world", "finish_reason": "stop", "tokens": 1, "prompt_tokens": 3}
+
+
 class Stream:
     """What `handle.options(stream=True).remote(...)` returns: an async iterator."""
 
@@ -74,8 +79,7 @@ class Stream:
         self._items: list[StreamItem] = [
             StreamStart(ServedModel("m", slot.version),
                         {"text": "hello", "finish_reason": None, "tokens": 1}),
-            StreamChunk({"text": " world", "finish_reason": "stop", "tokens": 1,
-                         "prompt_tokens": 3})]
+            *(slot.later if slot.later is not None else [StreamChunk(LAST)])]
         if slot.error is not None:  # a refusal is the first and only item
             self._items = [slot.error]
         self._started = False
@@ -107,6 +111,7 @@ class Slot:
     error: Any = None  # what the slot replies instead of an answer (a SlotError, or junk)
     calls: int = 0
     lose: int = 0  # the next `lose` calls fail as if the replica died under them
+    later: list[StreamItem] | None = None  # a stream's items after the first
 
     def remote(self, inputs: Any) -> Response | Stream:
         self.calls += 1
@@ -508,6 +513,50 @@ def test_stream_failover_before_the_first_token_is_not_compared(challenger: Slot
     assert ing.counts == {("challenger", outcome): 1, ("challenger", "failover"): 1,
                           ("champion", "ok"): 1}
     assert ing.pool.submitted == []
+
+
+MIDDLE: list[dict[str, Any]] = [
+    {"text": f" w{i}", "finish_reason": None, "tokens": 1, "prompt_tokens": None}
+    for i in range(3)]
+
+
+@pytest.mark.parametrize("later", [
+    [StreamChunk(c) for c in [*MIDDLE, LAST]],
+    [StreamChunks((*MIDDLE, LAST))],
+    [StreamChunk(MIDDLE[0]), StreamChunks(tuple(MIDDLE[1:])), StreamChunks((LAST,))],
+])
+def test_stream_chunks_sent_together_reach_the_client_as_one_message_of_the_same_events(
+        later: list[StreamItem]) -> None:
+    """However the slot groups its chunks, the client gets the same events (one per chunk)
+    and the answer is measured the same; each item goes on as one ASGI message."""
+    ing = Probe(table(Mode.PINNED), Slot(CHAMPION_V, later=later), Slot(CHALLENGER_V))
+
+    async def scenario() -> list[bytes]:
+        resp: Any = await ing(completion_request(stream=True))
+        return [part async for part in resp.body_iterator]
+
+    parts = run(scenario)
+    events = b"".join(parts).decode().split("\n\n")
+    texts = [json.loads(e.removeprefix("data: "))["choices"][0]["text"]
+             for e in events if e.startswith("data: {")]
+    assert texts == ["hello", " w0", " w1", " w2", " world"]
+    assert events[-2:] == ["data: [DONE]", ""]
+    assert len(parts) == 1 + len(later) + 1  # the first item, one per later item, [DONE]
+    [(_, obs)] = ing.recorded
+    assert (obs.tokens_in, obs.tokens_out) == (3, 5)
+    assert ing.window(CHAMPION_V) == {"ok": 1}
+
+
+def test_stream_item_of_an_unknown_kind_breaks_the_stream_as_a_server_error() -> None:
+    junk = SlotError(CallOutcome.SERVER_ERROR, 500, "not a chunk")
+    ing = Probe(table(Mode.PINNED), Slot(CHAMPION_V, later=[junk]), Slot(CHALLENGER_V))
+
+    async def scenario() -> None:
+        await _drain(await ing(completion_request(stream=True)))
+
+    with pytest.raises(TypeError, match="later items must be StreamChunks or StreamChunk"):
+        run(scenario)
+    assert ing.window(CHAMPION_V) == {"server_error": 1}
 
 
 # ---- (4) hallucination sampling rates per arm ----------------------------------------------

@@ -17,6 +17,7 @@ from gateway.wire.replies import (
     SlotAnswer,
     SlotError,
     StreamChunk,
+    StreamChunks,
     StreamStart,
 )
 
@@ -31,6 +32,8 @@ REPLIES: list[Any] = [
     SlotError(CallOutcome.UNAVAILABLE, 503, "slot b has no healthy model"),
     StreamStart(MODEL, {"text": "he", "finish_reason": None, "tokens": 1}),
     StreamChunk({"text": "llo", "finish_reason": "stop", "tokens": 1, "prompt_tokens": 3}),
+    StreamChunks(({"text": "l", "finish_reason": None, "tokens": 1, "prompt_tokens": None},
+                  {"text": "o", "finish_reason": "stop", "tokens": 1, "prompt_tokens": 3})),
 ]
 
 
