@@ -49,10 +49,16 @@ unit: install
 bench: install
 	$(PY) -m benchmarks.judge_sim
 
-# Gateway overhead vs bare Ray Serve, and time to rollback (~25 min; uses wrk when installed).
+# The serving benchmarks, each writing its section of benchmarks/RESULTS.md (~60 min; uses wrk
+# when installed): gateway overhead vs bare Ray Serve, time to rollback, dynamic batching (the
+# MLP on the CPU, then behind a simulated GPU), streaming overhead, and scaling with replicas.
 bench-serving: install
 	$(PY) -m benchmarks.overhead
 	$(PY) -m benchmarks.rollback_time --runs 5
+	$(PY) -m benchmarks.batching
+	$(PY) -m benchmarks.batching --device-ms 20
+	$(PY) -m benchmarks.streaming
+	$(PY) -m benchmarks.scaling
 
 clean:
 	rm -rf $(VENV) .gateway .pytest_cache .mypy_cache .ruff_cache

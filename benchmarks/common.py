@@ -98,8 +98,8 @@ def replace_section(text: str, key: str, body: str) -> str:
     return (head + "\n\n" if head else "") + block + "\n"
 
 
-RESULTS_HEADER = ("# Serving benchmarks\n\nWritten by `python -m benchmarks.overhead` and "
-                  "`python -m benchmarks.rollback_time`; each rewrites only its own section.\n")
+RESULTS_HEADER = ("# Serving benchmarks\n\nWritten by the scripts `make bench-serving` runs "
+                  "(`python -m benchmarks.<name>`); each rewrites only its own section.\n")
 
 
 def write_section(key: str, body: str, path: Path = RESULTS_MD) -> None:
