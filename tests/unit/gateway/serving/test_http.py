@@ -13,11 +13,11 @@ from starlette.responses import Response
 
 from core.errors import InputError
 from gateway.serving.http import (
-    app_path,
     MAX_HEADER_BYTES,
     MAX_HEADER_COUNT,
     MAX_JSON_DEPTH,
     HeaderGuard,
+    app_path,
     check_bearer,
     check_sticky_key,
     clean_actor,
