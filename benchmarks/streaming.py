@@ -1,7 +1,8 @@
-"""What the gateway costs a streamed LLM answer: one token generator served two ways.
+"""What the gateway costs a streamed LLM answer: one token generator served three ways.
 
     python -m benchmarks.streaming [--quick] [--rounds K] [--duration S] [--tokens N]
                                    [--rate TOKENS_PER_S] [--concurrency 1,16,64]
+                                   [--modes direct,bare,gateway]
                                    [--challenger-weight W] [--verbose]
     python -m benchmarks.streaming --render [benchmarks/results/streaming.json]
 
@@ -15,7 +16,12 @@ Ray instance (RAY_SERVE_THROUGHPUT_OPTIMIZED=1), side by side behind Serve's HTT
    registered model version and streams it as OpenAI `chat.completion.chunk` server-sent
    events (a StreamingResponse), pulling the generator from one thread per stream as the
    gateway's slot does - the floor;
-2. gateway (/): `gateway.app.build_app` with the default triggers, that version as champion
+2. bare (/bare): the gateway's composition written by hand, as `benchmarks.overhead`'s bare
+   mode is for /v1/predict: a minimal ingress (`BareStreamIngress`: parse, call, format)
+   streaming from a model deployment (`BareStreamModel`, the same pull) through a
+   streaming DeploymentHandle, one Ray item per chunk and one SSE event per chunk. Bare
+   minus direct is what the extra Serve hop costs; gateway minus bare, the gateway's code;
+3. gateway (/): `gateway.app.build_app` with the default triggers, that version as champion
    and (unless `--challenger-weight 0`) a second registration of the same generator as
    challenger held at that weight (10% by default), answering `/v1/chat/completions` with
    `"stream": true`.
@@ -23,12 +29,13 @@ Ray instance (RAY_SERVE_THROUGHPUT_OPTIMIZED=1), side by side behind Serve's HTT
 The client (httpx, asyncio, loopback) keeps 1, 16 and 64 streams open in a closed loop
 (each connection first opens one stream that is not measured) for `--duration` seconds per
 mode and concurrency, in `--rounds` rounds with the modes' order rotated each round (the
-machine's drift falls on both alike). Per run: time to first token as the client sees it
-(request sent to first content event), content events received inside the window per
-second, the gaps between a stream's events, failed streams, and the CPU time each serving
-process (and the client) spent per 1,000 events. Medians over the rounds. Prints JSON,
-writes benchmarks/results/streaming.json and the `streaming` section of
-benchmarks/RESULTS.md.
+machine's drift falls on all alike; `--modes` measures a subset). Per run: time to first
+token as the client sees it (request sent to first content event), content events received
+inside the window per second, the gaps between a stream's events, failed streams, and the
+CPU time each serving process (and the client) spent per 1,000 events. Medians over the
+rounds; TTFT added and chunk throughput ratios of gateway vs direct (the goals), gateway vs
+bare and bare vs direct. Prints JSON, writes benchmarks/results/streaming.json and the
+`streaming` section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,13 +84,16 @@ from benchmarks.common import (
 if TYPE_CHECKING:  # ray is imported only after prepare_env() set its environment
     from ray.serve.deployment import Deployment
 
-MODES = ("direct", "gateway")
+MODES = ("direct", "bare", "gateway")
 CHAT_PATH = "/v1/chat/completions"
 TOKEN_TEXT = " tok"  # every token the same 4 characters: chunks of one size in both modes
 SSE_DONE = b"data: [DONE]\n\n"
 # As the gateway's HTTP-facing deployment: 256 ongoing requests, 0.25 CPU, 5 s to shut down.
 DIRECT_OPTS: dict[str, Any] = {"max_ongoing_requests": 256, "graceful_shutdown_timeout_s": 5,
                                "ray_actor_options": {"num_cpus": 0.25}}
+# The bare model deployment as the gateway's slots: 64 ongoing requests, 0.25 CPU.
+BARE_MODEL_OPTS: dict[str, Any] = {"max_ongoing_requests": 64, "graceful_shutdown_timeout_s": 5,
+                                   "ray_actor_options": {"num_cpus": 0.25}}
 GOAL_TTFT_ADDED_P50_MS = 1.0
 GOAL_THROUGHPUT_RATIO = 0.9
 
@@ -193,40 +203,105 @@ def sse_event(payload: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
 
 
+def load_pyfunc(tracking_uri: str, model_uri: str) -> Any:
+    import mlflow
+    import mlflow.pyfunc
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.pyfunc.load_model(model_uri)
+
+
+async def pulled(model: Any, max_tokens: int,
+                 thread: str) -> AsyncGenerator[dict[str, Any], None]:
+    """The pyfunc's `predict_stream` chunks for `max_tokens`, pulled from one thread per
+    stream, as the gateway's slot pulls a pyfunc stream (a shared pool of fewer threads than
+    streams would cap the baselines, not measure them). Use under `contextlib.aclosing`."""
+    loop = asyncio.get_running_loop()
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread)
+    record = {"prompt": "", "max_tokens": max_tokens}
+    try:
+        chunks = await loop.run_in_executor(worker, model.predict_stream, record)
+        while (raw := await loop.run_in_executor(worker, next, chunks, None)) is not None:
+            yield raw
+    finally:
+        worker.shutdown(wait=False)
+
+
+async def sse_stream(chunks: AsyncIterator[dict[str, Any]], model: str,
+                     rid: str) -> AsyncIterator[bytes]:
+    """One SSE event per chunk (the gateway's chat chunks), then `[DONE]`."""
+    created, first = int(time.time()), True
+    async for raw in chunks:
+        yield sse_event(direct_chunk(raw, model, rid, created, first))
+        first = False
+    yield SSE_DONE
+
+
+def stream_request(body: dict[str, Any], request: Request,
+                   default_model: str) -> tuple[int, str, str]:
+    """A chat request's `max_tokens`, model name and request id."""
+    rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+    return int(body.get("max_tokens", 16)), str(body.get("model") or default_model), rid
+
+
+def sse_response(events: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream",
+                             headers={"cache-control": "no-cache"})
+
+
 class DirectStream:
     """The model alone, streamed by hand: load the MLflow pyfunc, answer any POST with the
     SSE stream of its `predict_stream` for the body's `max_tokens`."""
 
     def __init__(self, tracking_uri: str, model_uri: str) -> None:
-        import mlflow
-        import mlflow.pyfunc
-
-        mlflow.set_tracking_uri(tracking_uri)
-        self._model = mlflow.pyfunc.load_model(model_uri)
+        self._model = load_pyfunc(tracking_uri, model_uri)
 
     async def __call__(self, request: Request) -> StreamingResponse:
-        body = json.loads(await request.body())
-        record = {"prompt": "", "max_tokens": int(body.get("max_tokens", 16))}
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        return StreamingResponse(self._events(record, str(body.get("model") or "direct"), rid),
-                                 media_type="text/event-stream",
-                                 headers={"cache-control": "no-cache"})
+        tokens, model, rid = stream_request(json.loads(await request.body()), request,
+                                            "direct")
+        return sse_response(self._events(tokens, model, rid))
 
-    async def _events(self, record: dict[str, Any], model: str,
-                      rid: str) -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
-        # One thread per stream, as the gateway's slot pulls a pyfunc stream (a shared pool
-        # of fewer threads than streams would cap the baseline, not measure it).
-        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="direct-stream")
-        created, first = int(time.time()), True
+    async def _events(self, tokens: int, model: str, rid: str) -> AsyncIterator[bytes]:
+        async with contextlib.aclosing(pulled(self._model, tokens, "direct-stream")) as raw:
+            async for event in sse_stream(raw, model, rid):
+                yield event
+
+
+class BareStreamModel:
+    """The bare composition's model deployment: the same pyfunc and pull as `DirectStream`,
+    its raw chunks streamed to the caller (through a streaming DeploymentHandle: one Ray
+    item per chunk)."""
+
+    def __init__(self, tracking_uri: str, model_uri: str) -> None:
+        self._model = load_pyfunc(tracking_uri, model_uri)
+
+    async def stream(self, max_tokens: int) -> AsyncIterator[dict[str, Any]]:
+        async with contextlib.aclosing(pulled(self._model, max_tokens, "bare-stream")) as raw:
+            async for chunk in raw:
+                yield chunk
+
+
+class BareStreamIngress:
+    """The bare composition's minimal ingress: parse, open the model deployment's stream,
+    answer each chunk as one SSE event (the per-chunk work the gateway's ingress does)."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model.options(method_name="stream", stream=True)
+
+    async def __call__(self, request: Request) -> StreamingResponse:
+        tokens, model, rid = stream_request(json.loads(await request.body()), request, "bare")
+        return sse_response(self._events(self._model.remote(tokens), model, rid))
+
+    @staticmethod
+    async def _events(stream: Any, model: str, rid: str) -> AsyncIterator[bytes]:
+        done = False
         try:
-            chunks = await loop.run_in_executor(worker, self._model.predict_stream, record)
-            while (raw := await loop.run_in_executor(worker, next, chunks, None)) is not None:
-                yield sse_event(direct_chunk(raw, model, rid, created, first))
-                first = False
-            yield SSE_DONE
+            async for event in sse_stream(stream, model, rid):
+                yield event
+            done = True
         finally:
-            worker.shutdown(wait=False)
+            if not done:  # the client went away: stop the model's stream too
+                stream.cancel()
 
 
 # --- the client: SSE streams in a closed loop ----------------------------------------------
@@ -392,31 +467,54 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+# (mode, baseline, TTFT key, throughput key, CPU key) of each comparison; gateway vs direct
+# keeps the names of the two-mode reports (the goals are judged on them).
+PAIRS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("gateway", "direct", "ttft_added", "throughput_ratio",
+     "cpu_per_chunk_direct_over_gateway"),
+    ("gateway", "bare", "ttft_added_over_bare", "throughput_ratio_gateway_over_bare",
+     "cpu_per_chunk_bare_over_gateway"),
+    ("bare", "direct", "ttft_hop", "throughput_ratio_bare_over_direct",
+     "cpu_per_chunk_direct_over_bare"),
+)
+
+
 def compare(results: dict[str, dict[str, Any]],
             runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dict[str, float]]:
-    """Per concurrency: TTFT added by the gateway (p50, p99; medians of rounds and pooled),
-    the chunk throughput ratio gateway / direct (of the medians, and the median and range of
-    the per-round ratios: each round measures both back to back) and the CPU per chunk
-    ratio direct / gateway (the capacity ratio on a CPU-bound machine)."""
-    out: dict[str, dict[str, float]] = {}
-    for c in results["gateway"]:
-        gw, d = results["gateway"][c], results["direct"][c]
-        paired = [ratio(g["chunks_per_s"], b["chunks_per_s"])
-                  for g, b in zip(runs["gateway"][c], runs["direct"][c], strict=True)]
-        out[c] = {
-            "ttft_added_p50_ms": gw["ttft_p50_ms"] - d["ttft_p50_ms"],
-            "ttft_added_p99_ms": gw["ttft_p99_ms"] - d["ttft_p99_ms"],
-            "ttft_added_pooled_p50_ms": gw["ttft_pooled_p50_ms"] - d["ttft_pooled_p50_ms"],
-            "ttft_added_pooled_p99_ms": gw["ttft_pooled_p99_ms"] - d["ttft_pooled_p99_ms"],
-            "throughput_ratio": ratio(gw["chunks_per_s"], d["chunks_per_s"]),
-            "throughput_ratio_paired": median(paired),
-            "throughput_ratio_paired_min": min(paired),
-            "throughput_ratio_paired_max": max(paired),
-            "cpu_per_chunk_direct_over_gateway": ratio(
-                d["cpu_ms_per_1k_chunks"]["server_total"],
-                gw["cpu_ms_per_1k_chunks"]["server_total"]),
-        }
+    """Per concurrency, for gateway vs direct, gateway vs bare and bare vs direct (the Serve
+    hop): TTFT added (p50, p99; medians of rounds and pooled), the chunk throughput ratio
+    (of the medians, and the median and range of the per-round ratios: each round measures
+    all modes back to back) and the CPU per chunk ratio baseline / mode (the capacity ratio
+    on a CPU-bound machine). A pair with a mode not measured is left out."""
+    concurrencies = next(iter(results.values()), {})
+    out: dict[str, dict[str, float]] = {c: {} for c in concurrencies}
+    for mode, base, ttft, tput, cpu in PAIRS:
+        if mode not in results or base not in results:
+            continue
+        for c in concurrencies:
+            out[c].update(pair_figures(results[mode][c], results[base][c], runs[mode][c],
+                                       runs[base][c], ttft, tput, cpu))
     return out
+
+
+def pair_figures(m: dict[str, Any], b: dict[str, Any], m_runs: Sequence[dict[str, Any]],
+                 b_runs: Sequence[dict[str, Any]], ttft: str, tput: str,
+                 cpu: str) -> dict[str, float]:
+    """Mode `m` against baseline `b` at one concurrency (summaries and per-round runs)."""
+    paired = [ratio(x["chunks_per_s"], y["chunks_per_s"])
+              for x, y in zip(m_runs, b_runs, strict=True)]
+    return {
+        f"{ttft}_p50_ms": m["ttft_p50_ms"] - b["ttft_p50_ms"],
+        f"{ttft}_p99_ms": m["ttft_p99_ms"] - b["ttft_p99_ms"],
+        f"{ttft}_pooled_p50_ms": m["ttft_pooled_p50_ms"] - b["ttft_pooled_p50_ms"],
+        f"{ttft}_pooled_p99_ms": m["ttft_pooled_p99_ms"] - b["ttft_pooled_p99_ms"],
+        tput: ratio(m["chunks_per_s"], b["chunks_per_s"]),
+        f"{tput}_paired": median(paired),
+        f"{tput}_paired_min": min(paired, default=math.nan),
+        f"{tput}_paired_max": max(paired, default=math.nan),
+        cpu: ratio(b["cpu_ms_per_1k_chunks"].get("server_total", math.nan),
+                   m["cpu_ms_per_1k_chunks"].get("server_total", math.nan)),
+    }
 
 
 def goals(comparison: dict[str, dict[str, float]]) -> dict[str, bool | None]:
@@ -432,9 +530,11 @@ def goals(comparison: dict[str, dict[str, float]]) -> dict[str, bool | None]:
 
     return {
         f"ttft_added_p50<={GOAL_TTFT_ADDED_P50_MS:g}ms@{low}": check(
-            comparison[low]["ttft_added_p50_ms"], lambda v: v <= GOAL_TTFT_ADDED_P50_MS),
+            comparison[low].get("ttft_added_p50_ms", math.nan),
+            lambda v: v <= GOAL_TTFT_ADDED_P50_MS),
         f"throughput_ratio>={GOAL_THROUGHPUT_RATIO:g}@{high}": check(
-            comparison[high]["throughput_ratio"], lambda v: v >= GOAL_THROUGHPUT_RATIO),
+            comparison[high].get("throughput_ratio", math.nan),
+            lambda v: v >= GOAL_THROUGHPUT_RATIO),
     }
 
 
@@ -443,16 +543,21 @@ def goals(comparison: dict[str, dict[str, float]]) -> dict[str, bool | None]:
 
 def markdown(report: dict[str, Any]) -> str:
     s, r, c = report["settings"], report["results"], report["comparison"]
+    modes = [mode for mode in MODES if mode in r]
+    concs = list(next(iter(r.values())))
     weight = s["challenger_weight"]
     arm = (f"champion plus a copy of the generator as challenger held at {weight:g}%"
            if weight > 0 else "champion only")
     lines = [
-        "## Streaming: gateway vs direct Ray Serve streaming", "",
+        "## Streaming: gateway vs bare Serve composition vs direct Ray Serve streaming", "",
         machine_line(report["machine"]), "",
         f"Command: `{report['command']}`. One generator (`FixedRateTokens`, an MLflow "
         f"text-generation pyfunc: {s['tokens']} tokens a stream at {s['rate']:g} tokens/s, "
-        "sleep-paced) served by a plain Serve deployment streaming SSE (direct) and by the "
-        f"gateway ({arm}, default triggers, `{CHAT_PATH}`, `stream: true`), side by side. "
+        "sleep-paced) served by a plain Serve deployment streaming SSE (direct), by a "
+        "minimal ingress streaming it from a model deployment through a streaming "
+        "DeploymentHandle, one Ray item and one SSE event per chunk (bare: the gateway's "
+        f"composition by hand), and by the gateway ({arm}, default triggers, `{CHAT_PATH}`, "
+        f"`stream: true`), side by side (measured: {', '.join(modes)}). "
         f"Closed loop at {', '.join(str(x) for x in s['concurrency'])} concurrent streams, "
         f"{s['rounds']} rounds of {s['duration_s']:g} s per mode and concurrency, order "
         "rotated each round; medians over rounds. TTFT: request sent to first content "
@@ -461,9 +566,9 @@ def markdown(report: dict[str, Any]) -> str:
         "", "| streams | mode | TTFT p50 ms | TTFT p99 ms | chunks/s (offered) | gap p50 ms "
         "| gap p99 ms | streams done | errors | server CPU ms / 1k chunks | client |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for conc in r["gateway"]:
+    for conc in concs:
         offered = int(conc) * s["rate"]
-        for mode in MODES:
+        for mode in modes:
             m = r[mode][conc]
             cpu = m["cpu_ms_per_1k_chunks"]
             lines.append(
@@ -471,32 +576,23 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {_num(m['chunks_per_s'], 0)} ({offered:.0f}) | {_num(m['gap_p50_ms'], 2)} "
                 f"| {_num(m['gap_p99_ms'], 2)} | {m['streams']:.0f} | {m['errors']:.0f} "
                 f"| {_num(cpu.get('server_total'), 0)} | {_num(cpu.get('client'), 0)} |")
-    lines += ["", "| streams | TTFT added p50 ms | TTFT added p99 ms | chunk throughput "
-              "gateway / direct | per-round ratios, median (range) | CPU per chunk direct / "
-              "gateway |", "|---:|---:|---:|---:|---:|---:|"]
-    for conc, x in c.items():
-        lines.append(
-            f"| {conc} | {_num(x['ttft_added_p50_ms'], 2)} | {_num(x['ttft_added_p99_ms'], 2)} "
-            f"| {_num(x['throughput_ratio'], 3)} | {_num(x['throughput_ratio_paired'], 3)} "
-            f"({_num(x['throughput_ratio_paired_min'], 2)}-"
-            f"{_num(x['throughput_ratio_paired_max'], 2)}) "
-            f"| {_num(x['cpu_per_chunk_direct_over_gateway'], 3)} |")
+    lines += comparison_tables(c)
+    top = concs[-1]
     lines += ["", "CPU ms per 1,000 content chunks by process (median of rounds, at the "
               "highest concurrency; user+system, includes background threads):"]
-    top = list(r["gateway"])[-1]
-    for mode in MODES:
+    for mode in modes:
         cpu = r[mode][top]["cpu_ms_per_1k_chunks"]
         lines.append(f"- {mode}: " + ", ".join(f"{k} {_num(v, 0)}" for k, v in cpu.items()))
-    lines += bounds_text(r, top)
-    loads = [v for mode in MODES for m in r[mode].values() for v in m["loadavg_1m"]]
+    lines += bounds_text(r, top) + hop_text(r, c, concs[0], top)
+    loads = [v for mode in modes for m in r[mode].values() for v in m["loadavg_1m"]]
     m = report["machine"]
     lines += ["", f"Machine load (1-min load average, {m['cores']} cores): "
               f"{_num(m['loadavg_1m_at_start'], 2)} at start (other work), "
               f"{_num(min(loads, default=None), 2)}-{_num(max(loads, default=None), 2)} "
               f"after each run (this benchmark's client and server included), "
               f"{_num(m.get('loadavg_1m_at_end'), 2)} at end."]
-    lines += ["", "Goals (TTFT added p50 <= 1 ms, judged unloaded at the lowest concurrency; "
-              "chunk throughput >= 0.9x direct at 64 streams): "
+    lines += ["", "Goals (gateway vs direct: TTFT added p50 <= 1 ms, judged unloaded at the "
+              "lowest concurrency; chunk throughput >= 0.9x direct at 64 streams): "
               + ", ".join(f"{k}: {'met' if v else 'MISSED' if v is False else 'n/a'}"
                           for k, v in report["goals"].items()) + "."]
     if s["quick"]:
@@ -504,8 +600,40 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def comparison_tables(c: dict[str, dict[str, float]]) -> list[str]:
+    """TTFT added and chunk throughput ratios per concurrency, n/a where a mode is missing."""
+    lines = ["", "| streams | TTFT added over direct p50 ms | p99 ms | TTFT added over bare "
+             "p50 ms | p99 ms | Serve hop (bare - direct) p50 ms | p99 ms |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for conc, x in c.items():
+        lines.append(f"| {conc} | " + " | ".join(_num(x.get(k), 2) for k in (
+            "ttft_added_p50_ms", "ttft_added_p99_ms", "ttft_added_over_bare_p50_ms",
+            "ttft_added_over_bare_p99_ms", "ttft_hop_p50_ms", "ttft_hop_p99_ms")) + " |")
+    lines += ["", "| streams | chunk throughput gateway / direct | per-round, median (range) "
+              "| gateway / bare | per-round, median (range) | bare / direct "
+              "| CPU per chunk direct / gateway | bare / gateway |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for conc, x in c.items():
+        lines.append(
+            f"| {conc} | {_num(x.get('throughput_ratio'), 3)} "
+            f"| {_paired(x, 'throughput_ratio')} "
+            f"| {_num(x.get('throughput_ratio_gateway_over_bare'), 3)} "
+            f"| {_paired(x, 'throughput_ratio_gateway_over_bare')} "
+            f"| {_num(x.get('throughput_ratio_bare_over_direct'), 3)} "
+            f"| {_num(x.get('cpu_per_chunk_direct_over_gateway'), 3)} "
+            f"| {_num(x.get('cpu_per_chunk_bare_over_gateway'), 3)} |")
+    return lines
+
+
+def _paired(x: dict[str, float], key: str) -> str:
+    return (f"{_num(x.get(key + '_paired'), 3)} ({_num(x.get(key + '_paired_min'), 2)}-"
+            f"{_num(x.get(key + '_paired_max'), 2)})")
+
+
 def bounds_text(r: dict[str, Any], conc: str) -> list[str]:
     """Where the gateway's extra CPU per chunk goes, from this run's figures."""
+    if "gateway" not in r or "direct" not in r:
+        return []
     gw, d = r["gateway"][conc]["cpu_ms_per_1k_chunks"], r["direct"][conc]["cpu_ms_per_1k_chunks"]
     extra = gw.get("server_total", math.nan) - d.get("server_total", math.nan)
     others = sum(v for k, v in gw.items() if k in ("slot_b", "supervisor"))
@@ -516,6 +644,24 @@ def bounds_text(r: dict[str, Any], conc: str) -> list[str]:
             f"{_num(d.get('direct'), 0)}, challenger slot and supervisor {_num(others, 0)}. "
             "Per chunk the gateway adds a Ray streaming hop (slot to ingress: one object per "
             "chunk) and the ingress's own ASGI message to the proxy."]
+
+
+def hop_text(r: dict[str, Any], c: dict[str, dict[str, float]], low: str,
+             top: str) -> list[str]:
+    """One sentence: what the extra Serve hop costs (bare - direct), and what is left to the
+    gateway's own code (gateway - bare)."""
+    if not {"direct", "bare", "gateway"} <= r.keys():
+        return []
+    cpu = {mode: r[mode][top]["cpu_ms_per_1k_chunks"].get("server_total", math.nan)
+           for mode in ("direct", "bare", "gateway")}
+    return ["", f"The extra Serve hop alone (bare - direct) adds "
+            f"{_num(c[low].get('ttft_hop_p50_ms'), 2)} ms TTFT p50 at {low} stream(s) and, "
+            f"at {top} streams, {_num(cpu['bare'] - cpu['direct'], 0)} ms server CPU per "
+            f"1,000 chunks for {_num(c[top].get('throughput_ratio_bare_over_direct'), 3)}x "
+            f"direct's chunk throughput; the gateway's own code then adds "
+            f"{_num(c[low].get('ttft_added_over_bare_p50_ms'), 2)} ms TTFT p50 over bare and "
+            f"{_num(cpu['gateway'] - cpu['bare'], 0)} ms CPU per 1,000 chunks, at "
+            f"{_num(c[top].get('throughput_ratio_gateway_over_bare'), 3)}x bare's throughput."]
 
 
 def _num(v: float | None, digits: int = 1) -> str:
@@ -536,6 +682,7 @@ class Settings:
     limit_s: float  # bound on warm-up and on draining the streams open at a window's close
     verbose: bool
     quick: bool
+    modes: tuple[str, ...] = MODES  # measured, in MODES' order
 
 
 def parse_args(argv: Sequence[str] | None) -> Settings:
@@ -545,6 +692,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p.add_argument("--tokens", type=int, default=64, help="tokens per stream")
     p.add_argument("--rate", type=float, default=200.0, help="generator tokens per second")
     p.add_argument("--concurrency", default="1,16,64", help="concurrent streams, comma list")
+    p.add_argument("--modes", default=",".join(MODES),
+                   help=f"modes to measure, comma list of {', '.join(MODES)}")
     p.add_argument("--duration", type=float, help="seconds per mode, concurrency and round")
     p.add_argument("--rounds", type=int, help="rounds, each mode once per concurrency")
     p.add_argument("--challenger-weight", type=float, default=10.0,
@@ -554,11 +703,15 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     conc = tuple(int(x) for x in str(a.concurrency).split(",") if x.strip())
     if not conc or min(conc) < 1 or a.tokens < 1 or a.rate <= 0:
         p.error("--concurrency, --tokens and --rate must be positive")
+    asked = {x.strip() for x in str(a.modes).split(",") if x.strip()}
+    if not asked or asked - set(MODES):
+        p.error(f"--modes: a comma list of {', '.join(MODES)}")
     q = a.quick
     return Settings(tokens=a.tokens, rate=a.rate, concurrency=conc,
                     duration_s=a.duration or (3.0 if q else 10.0),
                     rounds=a.rounds or (2 if q else 5), challenger_weight=a.challenger_weight,
-                    limit_s=60.0, verbose=a.verbose, quick=q)
+                    limit_s=60.0, verbose=a.verbose, quick=q,
+                    modes=tuple(m for m in MODES if m in asked))
 
 
 # --- deploying and measuring (a private Ray instance) ------------------------------------
@@ -579,6 +732,18 @@ def deploy_direct(registry: Any, ref: Any) -> str:
     serve.run(dep.bind(registry.tracking_uri, ref.uri), name="bench-stream-direct",
               route_prefix="/direct")
     return "bench-stream-direct"
+
+
+def deploy_bare(registry: Any, ref: Any) -> str:
+    from ray import serve
+
+    model = cast("Deployment", serve.deployment(_own("BareStreamModel"))).options(
+        name="model", **BARE_MODEL_OPTS)
+    ingress = cast("Deployment", serve.deployment(_own("BareStreamIngress"))).options(
+        name="ingress", **DIRECT_OPTS)
+    serve.run(ingress.bind(model.bind(registry.tracking_uri, ref.uri)),
+              name="bench-stream-bare", route_prefix="/bare")
+    return "bench-stream-bare"
 
 
 def deploy_gateway(url: str, registry: Any, refs: dict[str, Any], token: str,
@@ -631,10 +796,10 @@ def measure(endpoints: dict[str, str], procs: dict[str, dict[str, int]],
             s: Settings) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Every round: each concurrency, each mode (order rotated by round)."""
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
-        mode: {str(c): [] for c in s.concurrency} for mode in MODES}
+        mode: {str(c): [] for c in s.concurrency} for mode in s.modes}
     for i in range(s.rounds):
         for c in s.concurrency:
-            for mode in rotated(MODES, i):
+            for mode in rotated(s.modes, i):
                 data = asyncio.run(closed_loop(endpoints[mode], s.tokens, c, s.duration_s,
                                                s.limit_s, cpu_reader(procs[mode])))
                 result = run_result(data)
@@ -648,7 +813,7 @@ def measure(endpoints: dict[str, str], procs: dict[str, dict[str, int]],
 
 def warm_up(endpoints: dict[str, str], s: Settings) -> None:
     """Code paths, connections and the gateway's first windows, not measured."""
-    for mode in MODES:
+    for mode in s.modes:
         asyncio.run(closed_loop(endpoints[mode], s.tokens, max(s.concurrency),
                                 min(2.0, s.duration_s), s.limit_s, dict))
 
@@ -660,22 +825,29 @@ def run(s: Settings, command: str) -> dict[str, Any]:
     with temp_registry() as registry, local_serve(verbose=s.verbose) as url:
         refs = {"champion": register_generator(registry, model_cls(s.rate, s.tokens),
                                                "champion")}
-        if s.challenger_weight > 0:
+        if s.challenger_weight > 0 and "gateway" in s.modes:
             refs["challenger"] = register_generator(registry, model_cls(s.rate, s.tokens),
                                                     "challenger")
-        cfg = None
+        cfg, phase = None, None
         try:
-            log("direct: deploying")
-            direct_app = deploy_direct(registry, refs["champion"])
-            log("gateway: deploying")
-            cfg = deploy_gateway(url, registry, refs, token, s.challenger_weight)
-            endpoints = {"direct": f"{url}/direct{CHAT_PATH}", "gateway": f"{url}{CHAT_PATH}"}
-            procs = {"direct": processes(direct_app),
-                     "gateway": processes(cfg.app_name, [("supervisor", "ray::Supervisor")])}
+            procs: dict[str, dict[str, int]] = {}
+            if "direct" in s.modes:
+                log("direct: deploying")
+                procs["direct"] = processes(deploy_direct(registry, refs["champion"]))
+            if "bare" in s.modes:
+                log("bare: deploying")
+                procs["bare"] = processes(deploy_bare(registry, refs["champion"]))
+            if "gateway" in s.modes:
+                log("gateway: deploying")
+                cfg = deploy_gateway(url, registry, refs, token, s.challenger_weight)
+                procs["gateway"] = processes(cfg.app_name, [("supervisor", "ray::Supervisor")])
+            endpoints = {"direct": f"{url}/direct{CHAT_PATH}", "bare": f"{url}/bare{CHAT_PATH}",
+                         "gateway": f"{url}{CHAT_PATH}"}
             log("warm-up")
             warm_up(endpoints, s)
             runs = measure(endpoints, procs, s)
-            phase = admin_status(url, token)["phase"]
+            if cfg is not None:
+                phase = admin_status(url, token)["phase"]
         finally:
             _undeploy(cfg)
     machine["loadavg_1m_at_end"] = os.getloadavg()[0]
@@ -699,8 +871,9 @@ def _undeploy(cfg: Any) -> None:
 
         with contextlib.suppress(Exception):
             teardown(cfg)
-    with contextlib.suppress(Exception):
-        serve.delete("bench-stream-direct")
+    for app in ("bench-stream-direct", "bench-stream-bare"):
+        with contextlib.suppress(Exception):
+            serve.delete(app)
 
 
 def log(msg: str) -> None:
